@@ -1,0 +1,240 @@
+// Package app wires gonomaly's parts into the processes the commands run: the pipeline
+// stages of `process`, and the all-in-one `run` (embedded broker, stages, printer, demo
+// producer, metrics). Tests build exactly what main builds through it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gonomaly/gonomaly/internal/broker"
+	"github.com/gonomaly/gonomaly/internal/cluster"
+	"github.com/gonomaly/gonomaly/internal/spec"
+	"github.com/gonomaly/gonomaly/internal/telemetry"
+	"github.com/gonomaly/gonomaly/processors"
+	"github.com/gonomaly/gonomaly/producers"
+	"github.com/gonomaly/gonomaly/sinks"
+)
+
+// StageNames are the pipeline's stages in data-flow order.
+var StageNames = []string{"preprocess", "detect", "ensemble"}
+
+// ConnectTimeout bounds how long a process waits for an unreachable cluster.
+const ConnectTimeout = 10 * time.Second
+
+// GroupName is a stage's consumer group: one per pipeline and stage.
+func GroupName(prefix, pipeline, stage string) string {
+	return prefix + pipeline + "." + stage
+}
+
+// BuildStage builds one named stage of a pipeline.
+func BuildStage(name string, s *spec.Spec, topics processors.Topics) (processors.Stage, error) {
+	switch name {
+	case "preprocess":
+		return processors.NewPreprocess(s, topics)
+	case "detect":
+		return processors.NewDetect(s, topics)
+	case "ensemble":
+		return processors.NewEnsemble(s, topics)
+	default:
+		return nil, fmt.Errorf("unknown stage %q (stages: preprocess, detect, ensemble)", name)
+	}
+}
+
+// StagesConfig says which stages of which pipeline to run against which cluster.
+type StagesConfig struct {
+	Cluster  cluster.Config
+	Spec     *spec.Spec
+	Stages   []string // default: all
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+}
+
+// RunStages runs the stages until ctx is cancelled or one fails; a failure stops the
+// others and is returned.
+func RunStages(ctx context.Context, cfg StagesConfig) error {
+	c := cfg.Cluster.WithDefaults()
+	names := cfg.Stages
+	if len(names) == 0 {
+		names = StageNames
+	}
+	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)
+	var runners []*processors.Runner
+	for _, name := range names {
+		st, err := BuildStage(name, cfg.Spec, topics)
+		if err != nil {
+			return err
+		}
+		runners = append(runners, processors.NewRunner(st, processors.RunnerConfig{
+			Group:      GroupName(c.Prefix, cfg.Spec.Name, name),
+			DLQTopic:   topics.DLQ,
+			ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
+			Logger:     c.Logger,
+			Metrics:    processors.NewStageMetrics(cfg.Registry, name),
+		}))
+	}
+	funcs := make([]func(context.Context) error, len(runners))
+	for i, r := range runners {
+		funcs[i] = r.Run
+	}
+	return runAll(ctx, funcs...)
+}
+
+// runAll runs fns concurrently; the first error cancels the rest.
+func runAll(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				once.Do(func() { first = err })
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// RunConfig configures the all-in-one process.
+type RunConfig struct {
+	Cluster       cluster.Config // Brokers empty: start the embedded broker
+	BrokerListen  string         // embedded broker address; default 127.0.0.1:0
+	BrokerDataDir string
+	Spec          *spec.Spec
+	Print         io.Writer // anomaly events as JSON lines; nil: not printed
+	SinkURIs      []string  // extra sinks of the anomalies topic
+	MetricsAddr   string    // empty: no metrics server
+	Demo          *producers.SyntheticConfig
+	DemoRate      float64
+	Registry      *prometheus.Registry
+	Logger        *slog.Logger
+	// Started, if set, is told the broker address once the pipeline is up.
+	Started func(brokers []string)
+}
+
+// Run runs broker (unless external), topics, stages, printer, sinks, demo producer and
+// metrics until ctx is cancelled. Shutdown drains the stages before the broker stops.
+func Run(ctx context.Context, cfg RunConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = telemetry.NewRegistry()
+	}
+	c := cfg.Cluster
+	c.Logger = log
+	c = c.WithDefaults()
+
+	if len(c.Brokers) == 0 {
+		listen := cfg.BrokerListen
+		if listen == "" {
+			listen = "127.0.0.1:0"
+		}
+		b, err := broker.Start(broker.Config{Listen: listen, DataDir: cfg.BrokerDataDir, Partitions: int(c.Partitions), Logger: log})
+		if err != nil {
+			return err
+		}
+		defer b.Close() // last: after every client below has finished
+		c.Brokers = []string{b.Addr()}
+		log.Info("embedded broker started", "addr", b.Addr(), "data_dir", cfg.BrokerDataDir)
+	}
+
+	admCl, err := cluster.Connect(ctx, c, ConnectTimeout)
+	if err != nil {
+		return err
+	}
+	defer admCl.Close()
+	if err := cluster.EnsureTopics(ctx, kadm.NewClient(admCl), cluster.Layout(c), c.Replication); err != nil {
+		return err
+	}
+	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)
+
+	var fns []func(context.Context) error
+	var metrics *telemetry.Server
+	if cfg.MetricsAddr != "" {
+		metrics, err = telemetry.Listen(cfg.MetricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		fns = append(fns, func(ctx context.Context) error { return metrics.Serve(ctx, log) })
+	}
+	fns = append(fns, func(ctx context.Context) error {
+		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log})
+	})
+	sinkTargets := slices.Clone(cfg.SinkURIs)
+	var openSinks []sinks.Sink
+	defer func() {
+		for _, s := range openSinks {
+			s.Close()
+		}
+	}()
+	if cfg.Print != nil {
+		openSinks = append(openSinks, sinks.NewWriter(cfg.Print))
+		sinkTargets = append([]string{"print"}, sinkTargets...)
+	}
+	for _, uri := range cfg.SinkURIs {
+		s, err := sinks.Open(uri)
+		if err != nil {
+			return err
+		}
+		openSinks = append(openSinks, s)
+	}
+	for i, s := range openSinks {
+		group := GroupName(c.Prefix, cfg.Spec.Name, fmt.Sprintf("sink-%d", i))
+		fns = append(fns, func(ctx context.Context) error {
+			return sinks.Run(ctx, s, sinks.RunnerConfig{
+				Topic: topics.Anomalies, Group: group, Events: true, DLQTopic: topics.DLQ,
+				ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, Logger: log.With("sink", sinkTargets[i]),
+			})
+		})
+	}
+	if cfg.Demo != nil {
+		fns = append(fns, func(ctx context.Context) error {
+			return runDemo(ctx, c, topics.Records, *cfg.Demo, cfg.DemoRate, log)
+		})
+	}
+	if metrics != nil {
+		metrics.SetReady(true)
+	}
+	if cfg.Started != nil {
+		cfg.Started(c.Brokers)
+	}
+	log.Info("pipeline running", "pipeline", cfg.Spec.Name, "brokers", c.Brokers, "input", topics.Records, "anomalies", topics.Anomalies)
+	return runAll(ctx, fns...)
+}
+
+// runDemo publishes synthetic records with injected anomalies until ctx ends.
+func runDemo(ctx context.Context, c cluster.Config, topic string, gen producers.SyntheticConfig, rate float64, log *slog.Logger) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-demo"))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	pub := producers.NewPublisher(cl, topic, producers.PublisherOptions{Rate: rate})
+	stats, err := pub.Run(ctx, producers.NewSynthetic(gen))
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		err = nil
+	}
+	log.Info("demo producer stopped", "sent", stats.Sent, "errors", stats.Errors)
+	return err
+}
