@@ -75,7 +75,7 @@ func (c *ECDFCalibrator) Calibrate(raw float64) float64 {
 		below, _ := slices.BinarySearch(s, raw)
 		upTo := below
 		if below < n && s[below] == raw { // ties are rare; search only when there is one
-			upTo += sortSearchAbove(s[below:], raw)
+			upTo += countAtMost(s[below:], raw)
 		}
 		p = (float64(below) + 0.5*float64(upTo-below)) / float64(n)
 	}
@@ -83,8 +83,8 @@ func (c *ECDFCalibrator) Calibrate(raw float64) float64 {
 	return p
 }
 
-// sortSearchAbove is the number of leading values of s that are <= v.
-func sortSearchAbove(s []float64, v float64) int {
+// countAtMost is the number of leading values of s that are <= v.
+func countAtMost(s []float64, v float64) int {
 	lo, hi := 0, len(s)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)

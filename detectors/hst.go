@@ -68,15 +68,12 @@ type hstNode struct {
 	epoch uint16
 }
 
-// hstWalk is one tree's progress while a point descends all trees level by level.
-type hstWalk struct {
-	base      int    // offset of the tree in hstForest.nodes
-	loc       int32  // node index within the tree (children of i: 2i+1, 2i+2)
-	parentR   uint32 // reference mass of the last node passed while scoring
-	best      float32
-	parentDim uint16
-	bestDim   uint16
-	stopped   bool // scoring reached a node with mass < size limit (or a leaf)
+// b2u is 1 for true: the compiler turns it into a flag read, not a branch.
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // HalfSpaceTrees is the hst detector: one forest per feature count, built on first use.
@@ -119,8 +116,8 @@ func HSTForestBytes(cfg HSTConfig) int {
 func (h *HalfSpaceTrees) SizeBytes() int {
 	n := 0
 	for _, f := range h.forests {
-		n += len(f.nodes)*int(unsafe.Sizeof(hstNode{})) + len(f.walk)*int(unsafe.Sizeof(hstWalk{})) +
-			len(f.xs)*4 + len(f.acc)*8
+		n += len(f.nodes)*int(unsafe.Sizeof(hstNode{})) + len(f.xs)*4 + len(f.acc)*8 +
+			len(f.locs)*4 + len(f.path)*4 + len(f.best)*4 + len(f.bestDim)*2
 	}
 	return n
 }
@@ -165,9 +162,12 @@ type hstForest struct {
 	epoch  uint16 // the current window's number, ≥ 1
 	warm   bool   // a complete window exists, so reference masses mean something
 
-	xs   []float32 // x clipped to the work space
-	walk []hstWalk
-	acc  []float64 // contribution per feature
+	xs      []float32 // x clipped to the work space
+	locs    []int32   // per tree: the node reached, within the tree (children of i: 2i+1, 2i+2)
+	path    []int32   // [depth·trees + tree]: index in nodes of the node x reached
+	best    []int32   // per tree: twice the largest mass loss on the scoring path
+	bestDim []uint16
+	acc     []float64 // contribution per feature
 }
 
 func newHSTForest(cfg HSTConfig, d int, seed uint64) *hstForest {
@@ -182,7 +182,10 @@ func newHSTForest(cfg HSTConfig, d int, seed uint64) *hstForest {
 		window:   cfg.Window,
 		epoch:    1, // nodes start at epoch 0 = the (empty) previous window
 		xs:       make([]float32, d),
-		walk:     make([]hstWalk, cfg.Trees),
+		locs:     make([]int32, cfg.Trees),
+		path:     make([]int32, cfg.Trees*(cfg.Height+1)),
+		best:     make([]int32, cfg.Trees),
+		bestDim:  make([]uint16, cfg.Trees),
 		acc:      make([]float64, d),
 	}
 	// The stream seed with the width, so a forest does not depend on which widths came first.
@@ -190,7 +193,6 @@ func newHSTForest(cfg HSTConfig, d int, seed uint64) *hstForest {
 	blo, bhi := make([]float64, d), make([]float64, d)
 	width := f.hi - f.lo
 	for t := range f.trees {
-		f.walk[t].base = t * per
 		// The paper's random perturbation of the work space, milder: each dimension's space
 		// is twice [lo, hi] and contains it, shifted by a random amount, so the first cut
 		// falls anywhere in [lo, hi] and trees do not share a grid of cuts.
@@ -228,54 +230,10 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 		f.xs[q] = float32(min(max(v, f.lo), f.hi))
 	}
 	warm := f.warm
-	attrib := warm && contrib != nil
-	epoch, prev := f.epoch, f.epoch-1
-	limit := f.sizeLimit
-	nodes, xs, walk := f.nodes, f.xs, f.walk
-	for t := range walk {
-		w := &walk[t]
-		w.loc, w.best, w.stopped = 0, 0, false
-	}
-	// Level by level across trees rather than tree by tree: the trees' nodes at one level
-	// are independent loads, so their cache misses overlap instead of queueing.
-	mass := 0.0
-	for depth := 0; depth <= f.height; depth++ {
-		leaf := depth == f.height
-		scale := math.Ldexp(1, depth)
-		for t := range walk {
-			w := &walk[t]
-			n := &nodes[w.base+int(w.loc)]
-			if n.epoch != epoch { // first visit in this window: swap lazily
-				if n.epoch == prev {
-					n.r = n.l
-				} else {
-					n.r = 0
-				}
-				n.l, n.epoch = 0, epoch
-			}
-			n.l++
-			if !w.stopped {
-				r := n.r
-				if attrib && depth > 0 {
-					if loss := float32(w.parentR)/2 - float32(r); loss > w.best {
-						w.best, w.bestDim = loss, w.parentDim
-					}
-				}
-				if r < limit || leaf {
-					mass += float64(r) * scale
-					w.stopped = true
-				} else {
-					w.parentR, w.parentDim = r, n.dim
-				}
-			}
-			if !leaf {
-				c := int32(2)
-				if xs[n.dim] < n.split {
-					c = 1
-				}
-				w.loc = 2*w.loc + c
-			}
-		}
+	f.learn()
+	var mass uint64
+	if warm {
+		mass = f.score(contrib != nil)
 	}
 	if f.count++; f.count == f.window {
 		f.advance()
@@ -283,14 +241,14 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 
 	if contrib != nil {
 		c := contrib[:len(x)]
-		if !attrib {
+		if !warm {
 			clear(c)
 		} else {
 			clear(f.acc)
 			sum := 0.0
-			for t := range walk {
-				if b := walk[t].best; b > 0 {
-					f.acc[walk[t].bestDim] += float64(b)
+			for t, b := range f.best {
+				if b > 0 {
+					f.acc[f.bestDim[t]] += float64(b)
 					sum += float64(b)
 				}
 			}
@@ -301,8 +259,71 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 	if !warm {
 		return 0
 	}
-	s := 1 - math.Log2(1+mass*f.massNorm)/f.logMax
+	s := 1 - math.Log2(1+float64(mass)*f.massNorm)/f.logMax
 	return min(max(s, 0), 1)
+}
+
+// learn counts x in the latest mass of every node on its path in every tree, and records
+// the paths for score. Learning comes first because it does not change reference masses,
+// and this way the nodes are in cache when score reads them.
+//
+// Trees are walked level by level rather than one after the other: their nodes at one
+// level are independent loads, so the cache misses of the deep levels overlap instead of
+// queueing. The side of a split is computed without a branch: for the branch predictor
+// it is a coin flip.
+func (f *hstForest) learn() {
+	epoch, prev := f.epoch, f.epoch-1
+	nodes, xs, locs := f.nodes, f.xs, f.locs
+	per := f.nodesPerTree
+	clear(locs)
+	for depth := 0; depth <= f.height; depth++ {
+		row := f.path[depth*f.trees : (depth+1)*f.trees]
+		for t := range row {
+			g := t*per + int(locs[t])
+			row[t] = int32(g)
+			n := &nodes[g]
+			if n.epoch != epoch { // first visit in this window: swap lazily
+				r := n.l
+				if n.epoch != prev {
+					r = 0
+				}
+				n.r, n.l, n.epoch = r, 0, epoch
+			}
+			n.l++
+			locs[t] = 2*locs[t] + 1 + int32(b2u(xs[n.dim] >= n.split))
+		}
+	}
+}
+
+// score walks the recorded paths down to the first node whose reference mass r is below
+// the size limit (or to the leaf) and returns Σ r·2^depth there over the trees, exact in
+// integers (r < 2^32, depth ≤ 30, trees ≤ 500). With attrib it keeps, per tree, the edge
+// losing the most mass beyond halving (parentR − 2r, twice that loss) and its split
+// dimension.
+func (f *hstForest) score(attrib bool) uint64 {
+	nodes, path, limit, h, trees := f.nodes, f.path, f.sizeLimit, f.height, f.trees
+	var mass uint64
+	for t := range trees {
+		var parentR uint32
+		var parentDim, bestDim uint16
+		best := int32(0)
+		for depth := 0; ; depth++ {
+			n := &nodes[path[depth*trees+t]]
+			r := n.r
+			if attrib {
+				if loss := int32(parentR) - 2*int32(r); loss > best {
+					best, bestDim = loss, parentDim
+				}
+			}
+			if r < limit || depth == h {
+				mass += uint64(r) << depth
+				break
+			}
+			parentR, parentDim = r, n.dim
+		}
+		f.best[t], f.bestDim[t] = best, bestDim
+	}
+	return mass
 }
 
 // advance closes the current window: its latest masses become the reference. Nodes catch

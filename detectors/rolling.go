@@ -44,7 +44,7 @@ func (r *RollingRobust) init(buf []float64, window int) {
 		panic("detectors: RollingRobust window must be at least 1")
 	}
 	r.ring = buf[:window:window]
-	r.sorted = buf[window:window : 2*window]
+	r.sorted = buf[window : window : 2*window]
 	r.head = 0
 }
 

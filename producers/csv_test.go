@@ -234,4 +234,3 @@ func TestCSVSourceContinuesAfterBadLine(t *testing.T) {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 }
-

@@ -16,8 +16,10 @@ import (
 
 // PublisherOptions tune a Publisher. Zero values take the defaults.
 type PublisherOptions struct {
-	// Format of record values: "json" (default) or "avro" (single-object encoding).
-	Format string
+	// Format of record values: schemas.FormatJSON (the default, also for the zero
+	// FormatAuto) or schemas.FormatAvro (single-object encoding). Confluent framing
+	// needs a registry id and is not offered here.
+	Format schemas.Format
 	// Rate caps records per second when > 0.
 	Rate float64
 	// Progress, when set, is called every ProgressEvery (default 2 s) from a separate
@@ -58,12 +60,12 @@ type Publisher struct {
 func NewPublisher(cl *kgo.Client, topic string, opts PublisherOptions) (*Publisher, error) {
 	p := &Publisher{cl: cl, topic: topic, opts: opts}
 	switch opts.Format {
-	case "", "json":
+	case schemas.FormatAuto, schemas.FormatJSON:
 		p.encode = schemas.AppendRecordJSON
-	case "avro":
+	case schemas.FormatAvro:
 		p.encode = schemas.AppendRecordAvro
 	default:
-		return nil, fmt.Errorf("publisher: unknown format %q (want json or avro)", opts.Format)
+		return nil, fmt.Errorf("publisher: format %v is not supported (want json or avro)", opts.Format)
 	}
 	if topic == "" {
 		return nil, errors.New("publisher: empty topic")

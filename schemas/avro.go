@@ -197,7 +197,7 @@ func (r *avroReader) bytes() []byte {
 		return nil
 	}
 	if n > int64(r.left()) {
-		r.fail("length %d exceeds the %d bytes left", n, r.left())
+		r.fail("length %d runs past the end of input (%s)", n, bytesLeft(r.left()))
 		return nil
 	}
 	b := r.b[r.i : r.i+int(n)]
@@ -247,7 +247,7 @@ func (r *avroReader) blockCount(minItemSize int) int {
 		}
 	}
 	if n > int64(r.left()/minItemSize) {
-		r.fail("block count %d exceeds the %d bytes left", n, r.left())
+		r.fail("block count %d runs past the end of input (%s)", n, bytesLeft(r.left()))
 		return 0
 	}
 	return int(n)
@@ -366,6 +366,13 @@ func (r *avroReader) end() error {
 		return r.err
 	}
 	return nil
+}
+
+func bytesLeft(n int) string {
+	if n == 1 {
+		return "1 byte left"
+	}
+	return strconv.Itoa(n) + " bytes left"
 }
 
 // soeBody checks the single-object header and returns the schema and the body.

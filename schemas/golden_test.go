@@ -22,7 +22,7 @@ const goldenDir = "testdata/golden"
 func sampleRecord() *Record {
 	return &Record{
 		Series: "host-17",
-		TS:     1764226800123, // 2026-11-27T07:00:00.123Z
+		TS:     1795762800123, // 2026-11-27T07:00:00.123Z
 		Values: map[string]float64{"cpu": 0.93, "mem": 0.41, "disk.io": 1.5e-7, "net": -12345678.25},
 		Tags:   map[string]string{"dc": "eu-1", "owner": "Zoë \"ops\"\n\t<team>"},
 	}
@@ -35,7 +35,7 @@ func sampleSource() Source {
 func sampleFeatures() *Features {
 	return &Features{
 		Series:   "host-17",
-		TS:       1764226800123,
+		TS:       1795762800123,
 		Names:    []string{"cpu", "disk.io", "mem", "net"},
 		Scaled:   []float64{1.25, -0.5, 0, 3e10},
 		Raw:      []float64{0.93, 1.5e-7, 0.41, -12345678.25},
@@ -48,7 +48,7 @@ func sampleFeatures() *Features {
 func sampleScores() *Scores {
 	return &Scores{
 		Series:        "host-17",
-		TS:            1764226800123,
+		TS:            1795762800123,
 		Names:         []string{"cpu", "mem"},
 		Raw:           []float64{0.93, 0.41},
 		Tags:          map[string]string{"dc": "eu-1"},
@@ -64,7 +64,7 @@ func sampleResult() *Result {
 	return &Result{
 		EventID:       "gonomaly.records/3/12345/default",
 		Series:        "host-17",
-		TS:            1764226800123,
+		TS:            1795762800123,
 		Score:         0.97,
 		Threshold:     0.9,
 		Severity:      "critical",
@@ -74,7 +74,7 @@ func sampleResult() *Result {
 		Source:        sampleSource(),
 		Pipeline:      "default",
 		ModelVersion:  "v7",
-		DetectedAt:    1764226800456,
+		DetectedAt:    1795762800456,
 		IsAnomaly:     true,
 	}
 }
@@ -271,6 +271,10 @@ func TestGoldenSchemas(t *testing.T) {
 	for _, s := range Schemas() {
 		fmt.Fprintf(&b, "%s (%s)\nfingerprint 0x%016x\n%s\n\n", s.Name, s.File, s.Fingerprint, s.Canonical)
 	}
+	b.WriteString("Java Avro reduces logical types to their primitive in canonical forms; also accepted:\n")
+	for id, fp := range javaFingerprints {
+		fmt.Fprintf(&b, "%s 0x%016x\n", allSchemas[id].Name, fp)
+	}
 	checkGolden(t, "schemas.txt", []byte(b.String()), false)
 }
 
@@ -281,6 +285,6 @@ func TestDesignExample(t *testing.T) {
 	if err := (RecordDecoder{}).Decode([]byte(in), &r); err != nil {
 		t.Fatal(err)
 	}
-	want := &Record{Series: "host-17", TS: 1764226800000, Values: map[string]float64{"cpu": 0.93, "mem": 0.41}, Tags: map[string]string{"dc": "eu-1"}}
+	want := &Record{Series: "host-17", TS: 1795762800000, Values: map[string]float64{"cpu": 0.93, "mem": 0.41}, Tags: map[string]string{"dc": "eu-1"}}
 	assertEqual(t, &r, want)
 }

@@ -516,15 +516,15 @@ func (s *jsonScanner) timestamp(field string) int64 {
 			return 0
 		}
 		ms, ok := parseIntegral(tok)
-		if !ok {
+		if ok && ms >= minTS && ms <= maxTS {
+			return ms
+		}
+		if f, _ := strconv.ParseFloat(string(tok), 64); ok || f == math.Trunc(f) {
+			s.fail(field, at, "epoch milliseconds "+string(tok)+" outside years 0000-9999")
+		} else {
 			s.fail(field, at, string(tok)+" is not an integral number of epoch milliseconds")
-			return 0
 		}
-		if ms < minTS || ms > maxTS {
-			s.fail(field, at, string(tok)+" is outside years 0000-9999")
-			return 0
-		}
-		return ms
+		return 0
 	}
 	s.fail(field, at, "expected RFC 3339 string or epoch milliseconds, got "+kind(c))
 	return 0

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	"github.com/linkedin/goavro/v2"
 )
@@ -57,6 +58,11 @@ var (
 	allSchemas [numSchemas]Schema
 	// soeHeaders are the 10-byte single-object prefixes, precomputed for the encoders.
 	soeHeaders [numSchemas][soeHeaderLen]byte
+	// javaFingerprints are the fingerprints Java Avro computes for the same schemas.
+	// Implementations disagree on the canonical form of a logical type: goavro (and
+	// Rust) keep {"type":"long"}, Java reduces it to "long". We write goavro's and
+	// accept both, so Java single-object writers are understood too.
+	javaFingerprints [numSchemas]uint64
 )
 
 func init() {
@@ -81,6 +87,12 @@ func init() {
 			Canonical:   c.CanonicalSchema(),
 			Fingerprint: c.Rabin,
 		}
+		javaCanonical := strings.ReplaceAll(c.CanonicalSchema(), `{"type":"long"}`, `"long"`)
+		jc, err := goavro.NewCodec(javaCanonical)
+		if err != nil {
+			panic(fmt.Sprintf("schemas: %s: Java canonical form: %v", f.file, err))
+		}
+		javaFingerprints[id] = jc.Rabin
 		h := &soeHeaders[id]
 		h[0], h[1] = soeMagic0, soeMagic1
 		binary.LittleEndian.PutUint64(h[2:], c.Rabin)
@@ -101,7 +113,7 @@ func RecordSchema() Schema { return allSchemas[schemaRecord] }
 // schemaByFingerprint maps a single-object header's fingerprint to the schema; -1 if unknown.
 func schemaByFingerprint(fp uint64) schemaID {
 	for id := range allSchemas {
-		if allSchemas[id].Fingerprint == fp {
+		if allSchemas[id].Fingerprint == fp || javaFingerprints[id] == fp {
 			return schemaID(id)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/producers"
+	"github.com/gonomaly/gonomaly/schemas"
 )
 
 func cmdProduce(ctx context.Context, args []string, env *environment) error {
@@ -46,7 +47,8 @@ func cmdProduce(ctx context.Context, args []string, env *environment) error {
 	if chosen != 1 {
 		return usageErr("choose exactly one input: --csv FILE, --ndjson FILE (- for stdin) or --synthetic")
 	}
-	if *format != "json" && *format != "avro" {
+	valueFormat, err := schemas.ParseFormat(*format)
+	if err != nil || (valueFormat != schemas.FormatJSON && valueFormat != schemas.FormatAvro) {
 		return usageErr("--format %q: use json or avro", *format)
 	}
 
@@ -91,8 +93,8 @@ func cmdProduce(ctx context.Context, args []string, env *environment) error {
 	if !strings.Contains(full, ".") {
 		full = c.Prefix + full
 	}
-	pub := producers.NewPublisher(cl, full, producers.PublisherOptions{
-		Format:  *format,
+	pub, err := producers.NewPublisher(cl, full, producers.PublisherOptions{
+		Format:  valueFormat,
 		Rate:    *rate,
 		SkipBad: *skipBad,
 		OnBad:   func(err error) { fmt.Fprintf(env.stderr, "skipped: %v\n", err) },
@@ -100,6 +102,9 @@ func cmdProduce(ctx context.Context, args []string, env *environment) error {
 			fmt.Fprintf(env.stderr, "sent %d  acked %d  errors %d  %.0f records/s\n", s.Sent, s.Acked, s.Errors, s.Rate)
 		},
 	})
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	stats, err := pub.Run(ctx, src)
 	fmt.Fprintf(env.stderr, "published %d records to %s in %s (%d errors, %d skipped)\n",

@@ -230,7 +230,10 @@ func runDemo(ctx context.Context, c cluster.Config, topic string, gen producers.
 		return err
 	}
 	defer cl.Close()
-	pub := producers.NewPublisher(cl, topic, producers.PublisherOptions{Rate: rate})
+	pub, err := producers.NewPublisher(cl, topic, producers.PublisherOptions{Rate: rate})
+	if err != nil {
+		return err
+	}
 	stats, err := pub.Run(ctx, producers.NewSynthetic(gen))
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		err = nil

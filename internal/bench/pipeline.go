@@ -153,9 +153,12 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 	defer prodCl.Close()
 	gen := producers.NewSynthetic(producers.SyntheticConfig{Series: cfg.Series, Count: cfg.Records, Seed: 1})
 	start = time.Now()
+	pub, err := producers.NewPublisher(prodCl, topics.Records, producers.PublisherOptions{Rate: cfg.Rate})
+	if err != nil {
+		return PipelineResult{}, err
+	}
 	go func() {
-		_, err := producers.NewPublisher(prodCl, topics.Records, producers.PublisherOptions{Rate: cfg.Rate}).Run(runCtx, gen)
-		if err != nil {
+		if _, err := pub.Run(runCtx, gen); err != nil {
 			errc <- fmt.Errorf("producer: %w", err)
 		}
 	}()

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -69,7 +71,7 @@ type dialErrors struct {
 	last error
 }
 
-func (d *dialErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ any, err error) {
+func (d *dialErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err == nil {
 		return
 	}
@@ -195,6 +197,9 @@ type PartitionLag struct {
 // consumes (or of the given topics when it has committed nothing yet).
 func GroupLag(ctx context.Context, adm *kadm.Client, group string, topics ...string) ([]PartitionLag, error) {
 	committed, err := adm.FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		committed, err = kadm.OffsetResponses{}, nil // a group that never committed
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch offsets of group %s: %w", group, err)
 	}
@@ -243,3 +248,5 @@ func sortLags(l []PartitionLag) {
 		return int(a.Partition - b.Partition)
 	})
 }
+
+var _ kgo.HookBrokerConnect = (*dialErrors)(nil)

@@ -64,7 +64,7 @@ func parse(data []byte, filename string, base *Spec) (*Spec, error) {
 		budget: maxValues,
 	}
 	d.spec(root, base)
-	resolved := validate(base, d.report)
+	resolved := validate(base, d.report, func(path string) bool { _, ok := d.lines[path]; return ok })
 	if len(d.errs) > 0 {
 		return nil, newError(d.errs)
 	}
@@ -101,7 +101,7 @@ func parseYAML(data []byte, filename string) (root *yaml.Node, fe *FieldError) {
 	case err != nil:
 		return nil, syntaxError(err, data, filename)
 	default:
-		return nil, &FieldError{File: filename, Line: max(next.Line-1, 1), Msg: "a spec is one YAML document; found a second one"}
+		return nil, &FieldError{File: filename, Line: max(next.Line, 1), Msg: "a spec is one YAML document; found a second one"}
 	}
 	if len(doc.Content) == 0 {
 		return nil, &FieldError{File: filename, Line: 1, Msg: "spec is empty"}
@@ -144,8 +144,14 @@ func syntaxError(err error, data []byte, filename string) *FieldError {
 		}
 	}
 	line = max(line, 1)
-	if msg == "found character that cannot start any token" && tabIndented(data, line) {
-		msg = "found a tab character in indentation; YAML indents with spaces"
+	if msg == "found character that cannot start any token" || strings.Contains(msg, "tab character") {
+		// yaml.v3 puts some tab errors on the line before the tab.
+		for _, l := range []int{line, line + 1} {
+			if tabIndented(data, l) {
+				line, msg = l, "found a tab character in indentation; YAML indents with spaces"
+				break
+			}
+		}
 	}
 	return &FieldError{File: filename, Line: line, Msg: "invalid YAML: " + msg}
 }
@@ -235,7 +241,6 @@ func (d *decoder) fields(n *yaml.Node, path string, fields []field) {
 	d.entries(n, path, func(k *yaml.Node, key string, v *yaml.Node, p string) {
 		for _, f := range fields {
 			if f.name == key {
-				d.lines[p] = v.Line
 				if !isNull(v) {
 					f.decode(v, p)
 				}
@@ -263,6 +268,8 @@ func (d *decoder) entries(n *yaml.Node, path string, fn func(k *yaml.Node, key s
 		if !ok {
 			return
 		}
+		// Later rules point at the value as written, which for an alias is the alias.
+		line := n.Content[i+1].Line
 		if k.Kind != yaml.ScalarNode {
 			d.fail(k, path, "expected a field name, got %s", describe(k))
 			continue
@@ -277,6 +284,7 @@ func (d *decoder) entries(n *yaml.Node, path string, fn func(k *yaml.Node, key s
 			continue
 		}
 		seen[k.Value] = k.Line
+		d.lines[p] = line
 		fn(k, k.Value, v, p)
 	}
 }
@@ -287,13 +295,13 @@ func (d *decoder) items(n *yaml.Node, path, what string, fn func(i int, v *yaml.
 		d.fail(n, path, "expected %s, got %s", what, describe(n))
 		return
 	}
-	for i, v := range n.Content {
-		v, ok := d.visit(v)
+	for i, orig := range n.Content {
+		v, ok := d.visit(orig)
 		if !ok {
 			return
 		}
 		p := path + "[" + strconv.Itoa(i) + "]"
-		d.lines[p] = v.Line
+		d.lines[p] = orig.Line
 		fn(i, v, p)
 	}
 }
@@ -492,7 +500,6 @@ func (d *decoder) detectors(n *yaml.Node, path string, old []Detector) []Detecto
 func (d *decoder) params(n *yaml.Node, path string) map[string]float64 {
 	out := map[string]float64{}
 	d.entries(n, path, func(_ *yaml.Node, key string, v *yaml.Node, p string) {
-		d.lines[p] = v.Line
 		if isNull(v) {
 			return
 		}

@@ -28,13 +28,16 @@ const (
 // Parse has already validated what it returns.
 func (s *Spec) Validate() error {
 	var errs []FieldError
-	validate(s, func(path, msg string) { errs = append(errs, FieldError{Path: path, Msg: msg}) })
+	report := func(path, msg string) { errs = append(errs, FieldError{Path: path, Msg: msg}) }
+	validate(s, report, func(string) bool { return false })
 	return newError(errs)
 }
 
 // validate reports every broken rule by path and returns each detector's parameters
-// resolved against the registry (nil for a detector with problems).
-func validate(s *Spec, report func(path, msg string)) []detectors.Params {
+// resolved against the registry (nil for a detector with problems). inFile tells
+// whether the spec file set a path, so that a clash between a value from the file and
+// one from the defaults is reported where the user can fix it.
+func validate(s *Spec, report func(path, msg string), inFile func(path string) bool) []detectors.Params {
 	checkName(report, "name", s.Name)
 
 	checkTopic(report, "input.topic", s.Input.Topic)
@@ -97,7 +100,10 @@ func validate(s *Spec, report func(path, msg string)) []detectors.Params {
 	for i, t := range topics {
 		for _, u := range topics[:i] {
 			if t.name == u.name && t.name != "" {
-				report(t.path, fmt.Sprintf("topic %s is already used by %s", quote(t.name), u.path))
+				if !inFile(t.path) && inFile(u.path) {
+					t, u = u, t
+				}
+				report(t.path, fmt.Sprintf("topic %s is also used by %s", quote(t.name), u.path))
 				break
 			}
 		}

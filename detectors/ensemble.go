@@ -1,0 +1,122 @@
+package detectors
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Combiner turns the calibrated scores of a record's detectors (each in [0,1]) into one
+// score. weights align with scores; nil means all 1, and only weighted_mean reads them.
+// NaN scores are skipped, so one broken detector does not sink the verdict; with no score
+// left the result is 0. Combiners keep no state and allocate nothing for up to 32 scores.
+type Combiner func(scores, weights []float64) float64
+
+// Combination methods, as named in pipeline specs.
+const (
+	CombineMean         = "mean"
+	CombineMax          = "max"
+	CombineWeightedMean = "weighted_mean"
+	CombineMedian       = "median"
+)
+
+// CombineMethods lists the names NewCombiner accepts.
+var CombineMethods = []string{CombineMean, CombineMax, CombineWeightedMean, CombineMedian}
+
+// NewCombiner resolves a method name once, when the pipeline starts, so the per-record
+// path calls a function instead of switching on a string.
+func NewCombiner(method string) (Combiner, error) {
+	switch method {
+	case CombineMean:
+		return combineMean, nil
+	case CombineMax:
+		return combineMax, nil
+	case CombineWeightedMean:
+		return combineWeightedMean, nil
+	case CombineMedian:
+		return combineMedian, nil
+	}
+	return nil, fmt.Errorf("unknown ensemble method %q (known: %s)", method, strings.Join(CombineMethods, ", "))
+}
+
+// Combine is NewCombiner and a call, for one-off use (batch jobs, tests).
+func Combine(method string, scores, weights []float64) (float64, error) {
+	c, err := NewCombiner(method)
+	if err != nil {
+		return 0, err
+	}
+	return c(scores, weights), nil
+}
+
+func combineMean(scores, _ []float64) float64 {
+	sum, n := 0.0, 0
+	for _, s := range scores {
+		if s == s {
+			sum += s
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+func combineMax(scores, _ []float64) float64 {
+	m := 0.0
+	for _, s := range scores {
+		if s > m { // false for NaN
+			m = s
+		}
+	}
+	return m
+}
+
+// combineWeightedMean ignores negative and NaN weights (a weight of 0 silences a detector).
+func combineWeightedMean(scores, weights []float64) float64 {
+	if weights == nil {
+		return combineMean(scores, nil)
+	}
+	sum, wsum := 0.0, 0.0
+	for i, s := range scores {
+		if i >= len(weights) {
+			break
+		}
+		if w := weights[i]; s == s && w > 0 {
+			sum += w * s
+			wsum += w
+		}
+	}
+	if wsum == 0 {
+		return 0
+	}
+	return sum / wsum
+}
+
+func combineMedian(scores, _ []float64) float64 {
+	var buf [32]float64
+	v := buf[:0]
+	if len(scores) > len(buf) {
+		v = make([]float64, 0, len(scores))
+	}
+	// Insertion sort: ensembles have a handful of detectors.
+	for _, s := range scores {
+		if s != s {
+			continue
+		}
+		i := len(v)
+		v = append(v, s)
+		for ; i > 0 && v[i-1] > s; i-- {
+			v[i] = v[i-1]
+		}
+		v[i] = s
+	}
+	n := len(v)
+	switch {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return v[n/2]
+	default:
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+}

@@ -1,0 +1,130 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gonomaly/gonomaly/internal/cluster"
+	"github.com/gonomaly/gonomaly/internal/testkit"
+)
+
+func TestEnsureTopicsIsIdempotentAndReportsPartitionMismatch(t *testing.T) {
+	brokers := testkit.Brokers(t)
+	ctx := context.Background()
+	c := cluster.Config{Brokers: brokers, Prefix: testkit.Prefix(t), Partitions: 4}.WithDefaults()
+	cl, err := cluster.Connect(ctx, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	layout := cluster.Layout(c, "detect")
+	for range 2 {
+		if err := cluster.EnsureTopics(ctx, adm, layout, c.Replication); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A fresh client: kadm answers from a metadata cache that still remembers the topics
+	// as missing.
+	adm = kadm.NewClient(testkit.Client(t, brokers))
+	details, err := adm.ListTopics(ctx, c.Topic("records"), c.Topic("jobs.status"), c.Topic("state.detect"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(details[c.Topic("records")].Partitions); got != 4 {
+		t.Fatalf("records has %d partitions, want 4", got)
+	}
+	configs, err := adm.DescribeTopicConfigs(ctx, c.Topic("jobs.status"), c.Topic("state.detect"), c.Topic("records"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range configs {
+		want := "compact"
+		if rc.Name == c.Topic("records") {
+			want = "delete"
+		}
+		found := false
+		for _, kv := range rc.Configs {
+			if kv.Key == "cleanup.policy" {
+				found = true
+				if kv.MaybeValue() != want {
+					t.Errorf("%s cleanup.policy = %s, want %s", rc.Name, kv.MaybeValue(), want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s has no cleanup.policy", rc.Name)
+		}
+	}
+
+	c8 := c
+	c8.Partitions = 8
+	err = cluster.EnsureTopics(ctx, adm, cluster.Layout(c8), c8.Replication)
+	if err == nil || !strings.Contains(err.Error(), c.Topic("records")+" has 4 partitions but 8 are configured") {
+		t.Fatalf("want a partition mismatch error naming the topic, got %v", err)
+	}
+}
+
+func TestGroupLag(t *testing.T) {
+	brokers := testkit.Brokers(t)
+	ctx := context.Background()
+	c := cluster.Config{Brokers: brokers, Prefix: testkit.Prefix(t), Partitions: 2}.WithDefaults()
+	cl, err := cluster.Connect(ctx, c, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := c.Topic("records")
+	if _, err := adm.CreateTopic(ctx, 2, -1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		r := &kgo.Record{Topic: topic, Key: []byte(fmt.Sprint("key-", i))}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end0, _ := ends.Lookup(topic, 0)
+	end1, _ := ends.Lookup(topic, 1)
+	if end0.Offset < 2 {
+		t.Fatalf("partition 0 got %d records; the test needs 2", end0.Offset)
+	}
+	lags, err := cluster.GroupLag(ctx, adm, "nobody", topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, l := range lags {
+		total += l.Lag
+		if l.Committed != -1 {
+			t.Errorf("uncommitted group shows committed %d", l.Committed)
+		}
+	}
+	if total != 10 {
+		t.Fatalf("lag of a group that read nothing: %d, want 10", total)
+	}
+	offsets := kadm.Offsets{}
+	offsets.Add(kadm.Offset{Topic: topic, Partition: 0, At: end0.Offset - 2})
+	offsets.Add(kadm.Offset{Topic: topic, Partition: 1, At: end1.Offset})
+	if _, err := adm.CommitOffsets(ctx, "g", offsets); err != nil {
+		t.Fatal(err)
+	}
+	lags, err = cluster.GroupLag(ctx, adm, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lags) != 2 || lags[0].Lag != 2 || lags[1].Lag != 0 {
+		t.Fatalf("lags %+v, want partition 0 lag 2 and partition 1 lag 0", lags)
+	}
+}
