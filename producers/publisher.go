@@ -27,8 +27,8 @@ type PublisherOptions struct {
 	Progress      func(Stats)
 	ProgressEvery time.Duration
 	// SkipBad keeps going past bad input lines (*InputError from the source), counting
-	// them in Stats.Skipped and passing each to OnBad. Without it the first one stops
-	// the run. I/O errors always stop it.
+	// them in Stats.Skipped and passing each to OnBad (called on Run's goroutine).
+	// Without it the first one stops the run. I/O errors always stop it.
 	SkipBad bool
 	OnBad   func(error)
 	// FlushTimeout is how long Run keeps delivering already-produced records after ctx
@@ -84,8 +84,11 @@ const maxCachedKeys = 1 << 16
 
 // Run reads src until io.EOF, an error or ctx's end, producing every record
 // asynchronously, then flushes. It returns the counts and, joined: the source error
-// that stopped it, ctx's error, and the number of failed produces with the first
-// produce error.
+// that stopped it or ctx's error, the number of failed produces with the first produce
+// error, and whether FlushTimeout ran out.
+//
+// Run checks ctx between records: a Source blocked in Next (stdin waiting for input)
+// holds Run until it returns, so close its reader to stop it.
 //
 // Records are not given their event time as the Kafka timestamp: replaying old data
 // (NAB is from 2014) would put it outside retention and the broker would delete it at
@@ -118,6 +121,7 @@ func (p *Publisher) Run(ctx context.Context, src Source) (Stats, error) {
 	produceCtx, cancelProduce := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelProduce()
 	done := make(chan struct{})
+	var gaveUp atomic.Bool
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		select {
@@ -130,6 +134,7 @@ func (p *Publisher) Run(ctx context.Context, src Source) (Stats, error) {
 		select {
 		case <-done:
 		case <-t.C:
+			gaveUp.Store(true)
 			cancelProduce()
 		}
 	})
@@ -196,17 +201,21 @@ func (p *Publisher) Run(ctx context.Context, src Source) (Stats, error) {
 		p.cl.Produce(produceCtx, &kgo.Record{Topic: p.topic, Key: key, Value: value}, promise)
 	}
 
-	flushErr := p.cl.Flush(produceCtx)
+	// Flush fails only when produceCtx is canceled, which gaveUp reports below.
+	_ = p.cl.Flush(produceCtx)
 	close(done)
 	wg.Wait()
 	st := snapshot()
 
-	var prodErr error
+	if runErr == nil {
+		runErr = ctx.Err() // ctx ended while flushing
+	}
+	var prodErr, graceErr error
 	if n := st.Errors; n > 0 {
 		prodErr = fmt.Errorf("%d of %d records failed to produce to %s, first: %w", n, st.Sent, p.topic, *firstErr.Load())
 	}
-	if flushErr != nil {
-		flushErr = fmt.Errorf("flush gave up after %v: %w", p.opts.FlushTimeout, flushErr)
+	if gaveUp.Load() {
+		graceErr = fmt.Errorf("gave up delivering buffered records %v after cancellation", p.opts.FlushTimeout)
 	}
-	return st, errors.Join(runErr, prodErr, flushErr)
+	return st, errors.Join(runErr, prodErr, graceErr)
 }

@@ -251,3 +251,30 @@ func TestNewPublisherErrors(t *testing.T) {
 		t.Error("empty topic accepted")
 	}
 }
+
+// With no broker to deliver to, a canceled run waits FlushTimeout for buffered records,
+// then gives up on them instead of hanging.
+func TestPublisherFlushTimeout(t *testing.T) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1")) // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	p, err := NewPublisher(cl, testTopic, PublisherOptions{FlushTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	st, err := p.Run(ctx, NewSynthetic(SyntheticConfig{Count: 10}))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Run took %v after a 100 ms context and 200 ms flush timeout", d)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "gave up delivering buffered records 200ms after cancellation") {
+		t.Errorf("error %v, want the context's and the flush's", err)
+	}
+	if st.Sent != 10 || st.Acked != 0 { // Errors may lag: failed records are counted as their promises run
+		t.Errorf("stats %+v", st)
+	}
+}

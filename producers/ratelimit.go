@@ -12,16 +12,17 @@ import (
 //
 // Not safe for concurrent use: one producer loop owns it.
 type tokenBucket struct {
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
-	timer  *time.Timer
+	rate    float64 // tokens per second
+	burst   float64 // most tokens saved up while the caller was busy elsewhere
+	catchUp float64 // most tokens saved up while the caller slept in take
+	tokens  float64
+	last    time.Time
+	timer   *time.Timer
 }
 
 func newTokenBucket(rate float64) *tokenBucket {
 	burst := max(1, rate/100)
-	return &tokenBucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+	return &tokenBucket{rate: rate, burst: burst, catchUp: max(burst, rate), tokens: burst, last: time.Now()}
 }
 
 // take waits for one token, or returns ctx's error.
@@ -30,17 +31,12 @@ func (b *tokenBucket) take(ctx context.Context) error {
 		b.tokens--
 		return nil
 	}
-	for {
-		now := time.Now()
-		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-		b.last = now
-		if b.tokens >= 1 {
-			b.tokens--
-			return nil
-		}
-		// Sleep until half a burst has accrued rather than one token. The other half
-		// of the bucket absorbs oversleeping, so tokens earned late are not lost to
-		// the cap and the long-run rate stays on target.
+	// Time since the last call was spent by the caller (a slow source, a full produce
+	// buffer): it earns at most a burst, so a stall is not followed by a flood.
+	b.refill(b.burst)
+	for b.tokens < 1 {
+		// Sleep until half a burst has accrued, not one token, to stay above timer
+		// resolution.
 		want := max(1, b.burst/2) - b.tokens
 		d := time.Duration(want / b.rate * float64(time.Second))
 		if b.timer == nil {
@@ -54,5 +50,17 @@ func (b *tokenBucket) take(ctx context.Context) error {
 			return ctx.Err()
 		case <-b.timer.C:
 		}
+		// Time slept here was time the caller wanted to send in, so a late wake-up (a
+		// busy machine) is made good, up to a second's worth; otherwise oversleeping
+		// would quietly lower the rate.
+		b.refill(b.catchUp)
 	}
+	b.tokens--
+	return nil
+}
+
+func (b *tokenBucket) refill(limit float64) {
+	now := time.Now()
+	b.tokens = min(limit, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
 }

@@ -30,8 +30,9 @@ type SyntheticConfig struct {
 	Seed     uint64
 
 	// AnomalyRate is the fraction of records (after warm-up) that start an injected
-	// anomaly; default 0.002, negative for none. Windows block new anomalies while they
-	// last, and the generator compensates, so rates above ~0.02 saturate.
+	// anomaly; default 0.002, negative for none. Windows (about 32 points on average)
+	// block new anomalies while they last; the generator compensates, up to a rate of
+	// about 0.03, where anomalies follow each other back to back.
 	AnomalyRate float64
 	// WarmupPoints is how many points each series has before its first anomaly, so
 	// detectors see a clean baseline; default 200, negative for none.
@@ -68,12 +69,14 @@ type Synthetic struct {
 
 // synthFeature is one feature's signal model, all in the feature's own units.
 type synthFeature struct {
-	level  float64
-	slope  float64 // per millisecond of event time
-	amp    float64 // seasonal amplitude
-	phase  float64
-	sd     float64 // noise standard deviation
-	offset float64 // current anomaly offset, recomputed per point
+	level float64
+	slope float64 // per millisecond of event time
+	amp   float64 // seasonal amplitude
+	// cos and sin of the seasonal phase, so Next needs one Sincos per record rather
+	// than a Sin per feature
+	cosPhase, sinPhase float64
+	sd                 float64 // noise standard deviation
+	offset             float64 // current anomaly offset, recomputed per point
 }
 
 // synthSeries is one series' state. Each series has its own PCG stream so its values
@@ -171,8 +174,8 @@ func newSynthSeries(seed uint64, idx, features int) synthSeries {
 			// steep that a detector's baseline is stale within a window.
 			slope: (rng.Float64() - 0.5) * sd / float64(24*time.Hour/time.Millisecond),
 			amp:   sd * (1 + 4*rng.Float64()),
-			phase: 2 * math.Pi * rng.Float64(),
 		}
+		s.feats[f].sinPhase, s.feats[f].cosPhase = math.Sincos(2 * math.Pi * rng.Float64())
 	}
 	return s
 }
@@ -204,11 +207,13 @@ func (g *Synthetic) Next(r *schemas.Record) error {
 	}
 
 	tMS := float64(ts - g.startMS)
-	day := 2 * math.Pi * float64(ts%86_400_000) / 86_400_000
+	// sin(day+phase) = sin(day)·cos(phase) + cos(day)·sin(phase): one Sincos per record
+	// instead of a Sin per feature.
+	sinDay, cosDay := math.Sincos(2 * math.Pi * float64(ts%86_400_000) / 86_400_000)
 	for f := range s.feats {
 		ft := &s.feats[f]
-		v := ft.level + ft.slope*tMS + ft.amp*math.Sin(day+ft.phase) + ft.sd*s.rng.NormFloat64() + ft.offset
-		r.Values[g.names[f]] = v
+		season := ft.amp * (sinDay*ft.cosPhase + cosDay*ft.sinPhase)
+		r.Values[g.names[f]] = ft.level + ft.slope*tMS + season + ft.sd*s.rng.NormFloat64() + ft.offset
 	}
 	return nil
 }

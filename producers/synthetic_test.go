@@ -249,8 +249,8 @@ func TestSyntheticAnomaliesStandOut(t *testing.T) {
 	deviation := func(i int64) float64 {
 		r := recs[i]
 		ft := g.series[i%series].feats[0]
-		day := 2 * math.Pi * float64(r.TS%86_400_000) / 86_400_000
-		clean := ft.level + ft.slope*float64(r.TS-startMS) + ft.amp*math.Sin(day+ft.phase)
+		sin, cos := math.Sincos(2 * math.Pi * float64(r.TS%86_400_000) / 86_400_000)
+		clean := ft.level + ft.slope*float64(r.TS-startMS) + ft.amp*(sin*ft.cosPhase+cos*ft.sinPhase)
 		return (r.Values["value"] - clean) / ft.sd
 	}
 	checked := map[string]int{}
