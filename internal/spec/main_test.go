@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -22,16 +21,5 @@ var testDetector = detectors.Info{
 
 func TestMain(m *testing.M) {
 	detectors.Register(testDetector)
-	// The default spec names zscore, ewma and hst. Until the detectors package has them,
-	// stand-ins keep these tests running; say so, so that nobody mistakes this for done.
-	for _, name := range []string{"zscore", "ewma", "hst"} {
-		if _, err := detectors.Lookup(name); err != nil {
-			fmt.Fprintf(os.Stderr, "spec tests: detector %s is not registered; using a stand-in\n", name)
-			standIn := testDetector
-			standIn.Name = name
-			standIn.Doc = "stand-in registered by package spec's tests"
-			detectors.Register(standIn)
-		}
-	}
 	os.Exit(m.Run())
 }

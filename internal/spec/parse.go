@@ -64,6 +64,10 @@ func parse(data []byte, filename string, base *Spec) (*Spec, error) {
 		budget: maxValues,
 	}
 	d.spec(root, base)
+	if d.budget <= 0 {
+		// The walk stopped part way: validating half a spec would only add noise.
+		return nil, newError(d.errs)
+	}
 	resolved := validate(base, d.report, func(path string) bool { _, ok := d.lines[path]; return ok })
 	if len(d.errs) > 0 {
 		return nil, newError(d.errs)
@@ -307,13 +311,14 @@ func (d *decoder) items(n *yaml.Node, path, what string, fn func(i int, v *yaml.
 }
 
 // str accepts any plain scalar: a topic or feature may well be named 2024 or true.
+// yaml.v3 writes the string "<<" unquoted and then reads it back as a merge tag.
 func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
 		d.fail(n, path, "expected a string, got %s", describe(n))
 		return "", false
 	}
 	switch n.ShortTag() {
-	case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
+	case "!!str", "!!int", "!!float", "!!bool", "!!timestamp", "!!merge":
 		return n.Value, true
 	}
 	d.fail(n, path, "expected a string, got %s", describe(n))
@@ -347,15 +352,18 @@ func (d *decoder) whole(n *yaml.Node, path string) (int64, bool) {
 		if err := n.Decode(&i); err == nil && i >= -maxWhole && i <= maxWhole {
 			return i, true
 		}
-		d.fail(n, path, "%s is too large", n.Value)
+		d.fail(n, path, "number %s is out of range", describe(n))
 		return 0, false
 	}
 	f, ok := d.number(n, path)
-	if !ok {
+	switch {
+	case !ok:
 		return 0, false
-	}
-	if f != math.Trunc(f) || math.Abs(f) > maxWhole {
+	case math.IsInf(f, 0) || f != math.Trunc(f): // NaN != NaN, so it lands here too
 		d.fail(n, path, "expected a whole number, got %s", describe(n))
+		return 0, false
+	case math.Abs(f) > maxWhole:
+		d.fail(n, path, "number %s is out of range", describe(n))
 		return 0, false
 	}
 	return int64(f), true

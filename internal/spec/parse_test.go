@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,7 +47,9 @@ var badSpecs = []struct {
 	{"infinite whole number", "ensemble:\n  warmup: .inf\n",
 		`pipeline.yaml:2: ensemble.warmup: expected a whole number, got .inf`},
 	{"huge whole number", "input:\n  max_bytes: 99999999999999999999\n",
-		`pipeline.yaml:2: input.max_bytes: expected a whole number, got 99999999999999999999`},
+		`pipeline.yaml:2: input.max_bytes: number 99999999999999999999 is out of range`},
+	{"huge int", "input:\n  max_bytes: 9223372036854775807\n",
+		`pipeline.yaml:2: input.max_bytes: number 9223372036854775807 is out of range`},
 	{"list for mapping", "input: [records, json]\n",
 		`pipeline.yaml:1: input: expected a mapping, got a list`},
 	{"string for mapping", "preprocess: robust\n",
@@ -132,7 +135,9 @@ var badSpecs = []struct {
 	{"preprocess window too small", "preprocess: {window: 1}\n",
 		`pipeline.yaml:1: preprocess.window: must be between 2 and 100000, got 1`},
 	{"calibration window too large", "ensemble: {calibration_window: 1e9}\n",
-		`pipeline.yaml:1: ensemble.calibration_window: must be between 2 and 1000000, got 1000000000`},
+		`pipeline.yaml:1: ensemble.calibration_window: must be between 16 and 1000000, got 1000000000`},
+	{"calibration window too small", "ensemble: {calibration_window: 15}\n",
+		`pipeline.yaml:1: ensemble.calibration_window: must be between 16 and 1000000, got 15`},
 	{"negative warmup", "ensemble: {warmup: -1}\n",
 		`pipeline.yaml:1: ensemble.warmup: must be between 0 and 1000000, got -1`},
 	{"max_bytes too small", "input: {max_bytes: 100}\n",
@@ -141,6 +146,10 @@ var badSpecs = []struct {
 		`pipeline.yaml:1: input.schema_ids: must list at least one schema id`},
 	{"empty feature", "features: [cpu, \"\"]\n",
 		`pipeline.yaml:1: features[1]: feature name is empty`},
+	{"control character in feature", "features: [\"cpu\\n\", \"a\\x00\", \"\\x85\"]\n",
+		"pipeline.yaml:1: features[0]: feature name \"cpu\\n\" contains a control character or invalid UTF-8\n" +
+			"pipeline.yaml:1: features[1]: feature name \"a\\x00\" contains a control character or invalid UTF-8\n" +
+			"pipeline.yaml:1: features[2]: feature name \"\\u0085\" contains a control character or invalid UTF-8"},
 	{"bad pipeline name", "name: \"\"\n",
 		`pipeline.yaml:1: name: "" is not a valid name (1 to 64 characters of a-z, A-Z, 0-9, '.', '_', '-')`},
 	{"bad topic", "input:\n  topic: my records\n",
@@ -233,6 +242,26 @@ func TestParseCapsErrors(t *testing.T) {
 	}
 }
 
+// TestParseAliasBomb checks that aliases cannot make a small file expensive to walk.
+func TestParseAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("detectors:\n  - &d\n    algorithm: spectest\n    params:\n")
+	for i := range 1000 {
+		b.WriteString("      p" + strconv.Itoa(i) + ": 1\n")
+	}
+	for range 200 {
+		b.WriteString("  - *d\n")
+	}
+	_, err := Parse([]byte(b.String()), "bomb.yaml")
+	var se *Error
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want *Error", err)
+	}
+	if !strings.Contains(err.Error(), "spec has more than 100000 values") {
+		t.Errorf("error does not mention the size limit:\n%s", err)
+	}
+}
+
 func TestParseBadRealDetectorParam(t *testing.T) {
 	// The registry's own message, whatever zscore's range is, located at the parameter.
 	info, err := detectors.Lookup("zscore")
@@ -273,6 +302,9 @@ var goodSpecs = []struct {
 	{"features list", "features: [cpu, mem]\n", func(s *Spec) { s.Features = []string{"cpu", "mem"} }},
 	{"features all", "features: all\n", func(*Spec) {}},
 	{"features empty list", "features: []\n", func(*Spec) {}},
+	{"awkward feature names", "features: [\"<<\", \"a: b\", \" x \", \"\\u2028\", \"~\", \"温度\"]\n", func(s *Spec) {
+		s.Features = []string{"<<", "a: b", " x ", "\u2028", "~", "温度"}
+	}},
 	{"feature named all", "features: [all]\n", func(s *Spec) { s.Features = []string{"all"} }},
 	{"numeric names", "features: [2024, 1.5, true]\nname: 42\n", func(s *Spec) {
 		s.Features = []string{"2024", "1.5", "true"}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/gonomaly/gonomaly/detectors"
 )
 
 // Values of the enumerated fields, for the stages that act on them.
@@ -22,12 +24,14 @@ const (
 	ScalingRobust = "robust"
 	ScalingNone   = "none"
 
-	MethodMean         = "mean"
-	MethodMax          = "max"
-	MethodWeightedMean = "weighted_mean"
+	// The ensemble names are the detectors package's, so that a spec that validates
+	// also builds.
+	MethodMean         = detectors.CombineMean
+	MethodMax          = detectors.CombineMax
+	MethodWeightedMean = detectors.CombineWeightedMean
 
-	CalibrationECDF     = "ecdf"
-	CalibrationGaussian = "gaussian"
+	CalibrationECDF     = detectors.CalibrationECDF
+	CalibrationGaussian = detectors.CalibrationGaussian
 )
 
 // DefaultYAML is the built-in spec. Default parses it, and partial spec files are laid

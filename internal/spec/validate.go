@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gonomaly/gonomaly/detectors"
@@ -14,11 +15,14 @@ import (
 // Bounds of the numeric fields. The upper bounds are memory bounds: windows are kept per
 // series (preprocess) or per detector and partition (calibration).
 const (
-	minMaxBytes          = 1 << 10
-	maxMaxBytes          = 16 << 20
-	minWindow            = 2
-	maxPreprocessWindow  = 100_000
-	maxCalibrationWindow = 1_000_000
+	minMaxBytes         = 1 << 10
+	maxMaxBytes         = 16 << 20
+	minWindow           = 2
+	maxPreprocessWindow = 100_000
+	// A calibrator judges only once it holds CalibrationWarmup scores, and refuses a
+	// shorter window.
+	minCalibrationWindow = detectors.CalibrationWarmup
+	maxCalibrationWindow = min(1_000_000, detectors.MaxCalibrationWindow)
 	maxWarmup            = 1_000_000
 	maxNameLen           = 64
 	maxTopicLen          = 249 // Kafka's own limit
@@ -65,6 +69,10 @@ func validate(s *Spec, report func(path, msg string), inFile func(path string) b
 		p := fmt.Sprintf("features[%d]", i)
 		if f == "" {
 			report(p, "feature name is empty")
+		} else if !utf8.ValidString(f) || strings.IndexFunc(f, unicode.IsControl) >= 0 {
+			// Names come from record keys and end up in metric labels and logs, where a
+			// newline or a NUL only does harm.
+			report(p, fmt.Sprintf("feature name %s contains a control character or invalid UTF-8", quote(f)))
 		} else if j, dup := features[f]; dup {
 			report(p, fmt.Sprintf("duplicate feature %s (also features[%d])", quote(f), j))
 		} else {
@@ -80,7 +88,7 @@ func validate(s *Spec, report func(path, msg string), inFile func(path string) b
 
 	checkEnum(report, "ensemble.method", s.Ensemble.Method, MethodMean, MethodMax, MethodWeightedMean)
 	checkEnum(report, "ensemble.calibration", s.Ensemble.Calibration, CalibrationECDF, CalibrationGaussian)
-	checkRange(report, "ensemble.calibration_window", s.Ensemble.CalibrationWindow, minWindow, maxCalibrationWindow)
+	checkRange(report, "ensemble.calibration_window", s.Ensemble.CalibrationWindow, minCalibrationWindow, maxCalibrationWindow)
 	if t := s.Ensemble.Threshold; !(t > 0 && t <= 1) {
 		report("ensemble.threshold", "must be greater than 0 and at most 1, got "+formatFloat(t))
 	}
