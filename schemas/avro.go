@@ -295,6 +295,8 @@ func (r *avroReader) doubles(dst []float64) []float64 {
 
 // doubleMap reads a map<double> into m (cleared, or made if nil and the map is not empty).
 func (r *avroReader) doubleMap(m map[string]float64) map[string]float64 {
+	var kc keyCache
+	kc.saveDoubles(m)
 	clear(m)
 	for {
 		n := r.blockCount(9) // key length byte + 8-byte double
@@ -310,12 +312,14 @@ func (r *avroReader) doubleMap(m map[string]float64) map[string]float64 {
 			if r.err != nil {
 				return m
 			}
-			m[validString(k)] = v
+			m[kc.key(k, validString)] = v
 		}
 	}
 }
 
 func (r *avroReader) stringMap(m map[string]string) map[string]string {
+	var kc keyCache
+	kc.saveStrings(m)
 	clear(m)
 	for {
 		n := r.blockCount(2)
@@ -331,7 +335,8 @@ func (r *avroReader) stringMap(m map[string]string) map[string]string {
 			if r.err != nil {
 				return m
 			}
-			m[validString(k)] = validString(v)
+			key, val := kc.pair(k, v, validString)
+			m[key] = val
 		}
 	}
 }
@@ -397,6 +402,60 @@ func wrongSchema(got schemaID, want string) error {
 	return &DecodeError{Field: "avro", Offset: -1, Msg: fmt.Sprintf("schema fingerprint 0x%016x is %s, want %s",
 		allSchemas[got].Fingerprint, allSchemas[got].Name, want)}
 }
+
+// keyCache holds the entries of a map about to be cleared for the next message. That
+// message mostly has the same keys (feature, detector and tag names), and reusing their
+// strings saves an allocation per entry.
+type keyCache struct {
+	n    int
+	keys [16]string
+	vals [16]string // for map<string>
+}
+
+func (c *keyCache) saveDoubles(m map[string]float64) {
+	for k := range m {
+		if c.n == len(c.keys) {
+			return
+		}
+		c.keys[c.n] = k
+		c.n++
+	}
+}
+
+func (c *keyCache) saveStrings(m map[string]string) {
+	for k, v := range m {
+		if c.n == len(c.keys) {
+			return
+		}
+		c.keys[c.n], c.vals[c.n] = k, v
+		c.n++
+	}
+}
+
+// key returns the cached string equal to b, or conv(b).
+func (c *keyCache) key(b []byte, conv func([]byte) string) string {
+	for i := range c.n {
+		if c.keys[i] == string(b) {
+			return c.keys[i]
+		}
+	}
+	return conv(b)
+}
+
+// pair is key for a key and its string value.
+func (c *keyCache) pair(k, v []byte, conv func([]byte) string) (string, string) {
+	for i := range c.n {
+		if c.keys[i] == string(k) {
+			if c.vals[i] == string(v) {
+				return c.keys[i], c.vals[i]
+			}
+			return c.keys[i], conv(v)
+		}
+	}
+	return conv(k), conv(v)
+}
+
+func plainString(b []byte) string { return string(b) }
 
 // validString converts b to a string, replacing each invalid UTF-8 byte with U+FFFD as
 // the JSON decoder does, so that every decoded string survives re-encoding as JSON.

@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-
-	"github.com/linkedin/goavro/v2"
 )
 
 // avroMsg builds a single-object message for schema id from raw body bytes, for inputs
@@ -101,7 +99,9 @@ func TestDecodeRecordErrors(t *testing.T) {
 		{"ts bool", auto, []byte(`{"ts": true, "values": {"x": 1}}`), "ts: expected RFC 3339 string or epoch milliseconds, got boolean at byte 7"},
 
 		// Framing
-		{"unknown first byte", auto, []byte("xyz"), "unrecognised format: first byte 0x78 is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)"},
+		{"unknown first byte", auto, []byte("xyz"), "unrecognised format: byte 0x78 at offset 0 is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)"},
+		{"whitespace then garbage", auto, []byte(" \n[1]"), "unrecognised format: byte 0x5b at offset 2 is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)"},
+		{"only whitespace auto", auto, []byte("  "), "unrecognised format: byte 0x20 at offset 1 is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)"},
 		{"avro into json", jsonOnly, valid, "json: expected '{' at the start of a message, got byte 0xc3 at byte 0"},
 		{"json into avro", avroOnly, []byte(`{"values": {"x": 1}}`), "avro: bad single-object magic 0x7b 0x22 (want 0xc3 0x01)"},
 		{"bad single-object magic", auto, []byte{0xC3, 0x02, 1, 2, 3, 4, 5, 6, 7, 8, 0}, "avro: bad single-object magic 0xc3 0x02 (want 0xc3 0x01)"},
@@ -127,7 +127,7 @@ func TestDecodeRecordErrors(t *testing.T) {
 		{"negative string length", auto, avroMsg(schemaRecord, cat(zz(1), zz(-5))...), "series: negative length -5"},
 		{"huge string length", auto, avroMsg(schemaRecord, cat(zz(1), zz(1<<40), []byte("abc"))...), "series: length 1099511627776 runs past the end of input (3 bytes left)"},
 		{"huge block count", auto, avroMsg(schemaRecord, cat([]byte{0, 0}, zz(1<<50), []byte("abc"))...), "values: block count 1125899906842624 runs past the end of input (3 bytes left)"},
-		{"huge negative block count", auto, avroMsg(schemaRecord, cat([]byte{0, 0}, zz(-(1 << 50)), zz(9), []byte("abc"))...), "values: block count 1125899906842624 runs past the end of input (3 bytes left)"},
+		{"huge negative block count", auto, avroMsg(schemaRecord, cat([]byte{0, 0}, zz(-(1<<50)), zz(9), []byte("abc"))...), "values: block count 1125899906842624 runs past the end of input (3 bytes left)"},
 		{"min int64 block count", auto, avroMsg(schemaRecord, cat([]byte{0, 0}, zz(math.MinInt64))...), "values: invalid block count -9223372036854775808"},
 		{"negative block size", auto, avroMsg(schemaRecord, cat([]byte{0, 0}, zz(-1), zz(-9))...), "values: negative block size -9"},
 		{"varint overflow", auto, avroMsg(schemaRecord, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "series: varint overflows 64 bits"},
@@ -438,5 +438,4 @@ func TestGoavroRejectsWhatWeReject(t *testing.T) {
 			t.Errorf("goavro accepts %x", in)
 		}
 	}
-	_ = goavro.Union
 }

@@ -472,3 +472,44 @@ func crc64Avro(buf []byte) uint64 {
 	}
 	return fp
 }
+
+// TestAvroBlocks reads maps and arrays split into several blocks, with the negative
+// counts (followed by a byte size) that Java writers use; goavro must agree.
+func TestAvroBlocks(t *testing.T) {
+	entry := func(k string) []byte { return cat(zz(int64(len(k))), []byte(k), appendDouble(nil, 2.5)) }
+	body := cat(
+		[]byte{0, 0}, // series, ts: null
+		zz(-2), zz(int64(len(entry("a"))+len(entry("b")))), entry("a"), entry("b"),
+		zz(1), entry("c"),
+		zz(0),
+		zz(0), // tags
+	)
+	want := &Record{Values: map[string]float64{"a": 2.5, "b": 2.5, "c": 2.5}}
+	var r Record
+	if err := (RecordDecoder{}).Decode(avroMsg(schemaRecord, body...), &r); err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, &r, want)
+	native, _, err := codecFor(t, schemaRecord).NativeFromBinary(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, nativeRecord(t, native), want)
+
+	features := cat(zz(1), []byte("s"), zz(0),
+		zz(-1), zz(2), zz(1), []byte("a"), zz(1), zz(1), []byte("b"), zz(0), // names in two blocks
+		zz(2), appendDouble(nil, 1), appendDouble(nil, 2), zz(0), // scaled
+		zz(-2), zz(16), appendDouble(nil, 3), appendDouble(nil, 4), zz(0), // raw
+		zz(0), zz(0), zz(0), zz(0), zz(0))
+	wantF := &Features{Series: "s", Names: []string{"a", "b"}, Scaled: []float64{1, 2}, Raw: []float64{3, 4}}
+	var f Features
+	if err := DecodeFeatures(avroMsg(schemaFeatures, features...), &f); err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, &f, wantF)
+	native, _, err = codecFor(t, schemaFeatures).NativeFromBinary(features)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, nativeFeatures(t, native), wantF)
+}

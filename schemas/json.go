@@ -530,8 +530,11 @@ func (s *jsonScanner) timestamp(field string) int64 {
 	return 0
 }
 
-// doubleMap reads an object of finite numbers (null: empty) into m.
+// doubleMap reads an object of finite numbers (null: empty) into m, which it clears.
 func (s *jsonScanner) doubleMap(field string, m map[string]float64) map[string]float64 {
+	var kc keyCache
+	kc.saveDoubles(m)
+	clear(m)
 	if s.null() || s.err != nil {
 		return m
 	}
@@ -551,12 +554,15 @@ func (s *jsonScanner) doubleMap(field string, m map[string]float64) map[string]f
 		if m == nil {
 			m = make(map[string]float64, 8)
 		}
-		m[string(k)] = v
+		m[kc.key(k, plainString)] = v
 	}
 }
 
-// stringMap reads an object of strings (null: empty) into m.
+// stringMap reads an object of strings (null: empty) into m, which it clears.
 func (s *jsonScanner) stringMap(field string, m map[string]string) map[string]string {
+	var kc keyCache
+	kc.saveStrings(m)
+	clear(m)
 	if s.null() || s.err != nil {
 		return m
 	}
@@ -569,7 +575,10 @@ func (s *jsonScanner) stringMap(field string, m map[string]string) map[string]st
 		if !ok {
 			return m
 		}
-		if !s.expectKind(fieldPath(field, k), '"', "a string") {
+		if c := s.peek(); s.err != nil {
+			return m
+		} else if c != '"' {
+			s.fail(fieldPath(field, k), s.i, "expected a string, got "+kind(c))
 			return m
 		}
 		v := s.str()
@@ -579,7 +588,8 @@ func (s *jsonScanner) stringMap(field string, m map[string]string) map[string]st
 		if m == nil {
 			m = make(map[string]string, 4)
 		}
-		m[string(k)] = string(v)
+		key, val := kc.pair(k, v, plainString)
+		m[key] = val
 	}
 }
 

@@ -44,32 +44,26 @@ func (d RecordDecoder) Decode(b []byte, r *Record) error {
 	case 0:
 		return d.decodeRecordConfluent(b, r)
 	}
-	for _, c := range b {
-		if c == '{' {
-			return decodeRecordJSON(b, r)
-		}
-		if !isSpace(c) {
-			break
-		}
+	i := 0
+	for i < len(b)-1 && isSpace(b[i]) {
+		i++
 	}
-	return &DecodeError{Offset: -1, Msg: fmt.Sprintf("unrecognised format: first byte 0x%02x is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)", b[0])}
-}
-
-func resetRecord(r *Record) {
-	r.Series = ""
-	r.TS = 0
-	clear(r.Values)
-	clear(r.Tags)
+	if b[i] == '{' {
+		return decodeRecordJSON(b, r)
+	}
+	return &DecodeError{Offset: -1, Msg: fmt.Sprintf("unrecognised format: byte 0x%02x at offset %d is none of '{' (JSON), 0xc3 (Avro single-object), 0x00 (Confluent)", b[i], i)}
 }
 
 func decodeRecordJSON(b []byte, r *Record) error {
 	series := r.Series
-	resetRecord(r)
+	r.Series, r.TS = "", 0
 	s := jsonScanner{b: b}
 	if !s.begin() {
 		return s.err
 	}
-	valuesAt := -1
+	// The maps are cleared when their field is read, so that their keys can be reused,
+	// and at the end if it was absent.
+	valuesAt, tagsSeen := -1, false
 	for n := 0; ; {
 		k, ok := s.nextKey(&n)
 		if !ok {
@@ -84,6 +78,7 @@ func decodeRecordJSON(b []byte, r *Record) error {
 			valuesAt = s.i
 			r.Values = s.doubleMap("values", r.Values)
 		case "tags":
+			tagsSeen = true
 			r.Tags = s.stringMap("tags", r.Tags)
 		default:
 			s.skip(0)
@@ -94,6 +89,12 @@ func decodeRecordJSON(b []byte, r *Record) error {
 	}
 	if err := s.end(); err != nil {
 		return err
+	}
+	if !tagsSeen {
+		clear(r.Tags)
+	}
+	if valuesAt < 0 {
+		clear(r.Values)
 	}
 	if len(r.Values) == 0 {
 		if valuesAt < 0 {
@@ -133,7 +134,7 @@ func (d RecordDecoder) decodeRecordConfluent(b []byte, r *Record) error {
 
 func decodeRecordAvro(body []byte, r *Record) error {
 	series := r.Series
-	resetRecord(r)
+	r.Series, r.TS = "", 0
 	a := avroReader{b: body, field: "series"}
 	if a.unionIndex(2) == 1 {
 		r.Series = a.str(series)

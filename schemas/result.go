@@ -153,8 +153,8 @@ func decodeResultAvro(body []byte, r *Result, hasIsAnomaly bool) error {
 		m     map[string]float64
 	}{{"detectors", r.Detectors}, {"contributions", r.Contributions}, {"values", r.Values}} {
 		for k, v := range m.m {
-			if err := finite(fieldPath(m.field, []byte(k)), v); err != nil {
-				return err
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return finite(fieldPath(m.field, []byte(k)), v)
 			}
 		}
 	}
@@ -176,9 +176,8 @@ func decodeResultJSON(b []byte, r *Result) error {
 		Values:        r.Values,
 		IsAnomaly:     true, // absent in an AnomalyEvent
 	}
-	clear(r.Detectors)
-	clear(r.Contributions)
-	clear(r.Values)
+	// Maps are cleared when their field is read (see doubleMap), or below if absent.
+	var seen struct{ detectors, contributions, values bool }
 	s := jsonScanner{b: b}
 	if !s.begin() {
 		return s.err
@@ -202,10 +201,13 @@ func decodeResultJSON(b []byte, r *Result) error {
 		case "severity":
 			r.Severity = s.stringValue("severity", old.Severity)
 		case "detectors":
+			seen.detectors = true
 			r.Detectors = s.doubleMap("detectors", r.Detectors)
 		case "contributions":
+			seen.contributions = true
 			r.Contributions = s.doubleMap("contributions", r.Contributions)
 		case "values":
+			seen.values = true
 			r.Values = s.doubleMap("values", r.Values)
 		case "source":
 			s.source(&r.Source, old.Source.Topic)
@@ -223,6 +225,15 @@ func decodeResultJSON(b []byte, r *Result) error {
 		if s.err != nil {
 			return s.err
 		}
+	}
+	if !seen.detectors {
+		clear(r.Detectors)
+	}
+	if !seen.contributions {
+		clear(r.Contributions)
+	}
+	if !seen.values {
+		clear(r.Values)
 	}
 	return s.end()
 }
