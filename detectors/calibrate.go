@@ -3,7 +3,6 @@ package detectors
 import (
 	"fmt"
 	"math"
-	"slices"
 )
 
 // Calibrator maps one detector's raw scores, whose scale is the detector's own, to [0,1]
@@ -25,8 +24,9 @@ const (
 	CalibrationGaussian = "gaussian"
 )
 
-// CalibrationMethods lists the names NewCalibrator accepts.
-var CalibrationMethods = []string{CalibrationECDF, CalibrationGaussian}
+// CalibrationMethods lists the names NewCalibrator accepts (a fresh slice: callers may
+// keep or change it).
+func CalibrationMethods() []string { return []string{CalibrationECDF, CalibrationGaussian} }
 
 // MaxCalibrationWindow bounds windows so a spec cannot ask for gigabytes per detector and
 // partition (a window costs 16 bytes a score).
@@ -72,29 +72,15 @@ func (c *ECDFCalibrator) Calibrate(raw float64) float64 {
 	n := len(s)
 	p := 0.0
 	if n >= c.warmup && raw == raw {
-		below, _ := slices.BinarySearch(s, raw)
+		below := lowerBound(s, raw)
 		upTo := below
 		if below < n && s[below] == raw { // ties are rare; search only when there is one
-			upTo += countAtMost(s[below:], raw)
+			upTo += upperBound(s[below:], raw)
 		}
 		p = (float64(below) + 0.5*float64(upTo-below)) / float64(n)
 	}
 	c.win.Add(raw)
 	return p
-}
-
-// countAtMost is the number of leading values of s that are <= v.
-func countAtMost(s []float64, v float64) int {
-	lo, hi := 0, len(s)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if s[m] <= v {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return lo
 }
 
 // GaussianCalibrator returns Φ((raw − μ)/σ) with μ and σ the mean and standard deviation of

@@ -19,8 +19,11 @@ const (
 	CombineMedian       = "median"
 )
 
-// CombineMethods lists the names NewCombiner accepts.
-var CombineMethods = []string{CombineMean, CombineMax, CombineWeightedMean, CombineMedian}
+// CombineMethods lists the names NewCombiner accepts (a fresh slice: callers may keep or
+// change it).
+func CombineMethods() []string {
+	return []string{CombineMean, CombineMax, CombineWeightedMean, CombineMedian}
+}
 
 // NewCombiner resolves a method name once, when the pipeline starts, so the per-record
 // path calls a function instead of switching on a string.
@@ -35,7 +38,7 @@ func NewCombiner(method string) (Combiner, error) {
 	case CombineMedian:
 		return combineMedian, nil
 	}
-	return nil, fmt.Errorf("unknown ensemble method %q (known: %s)", method, strings.Join(CombineMethods, ", "))
+	return nil, fmt.Errorf("unknown ensemble method %q (known: %s)", method, strings.Join(CombineMethods(), ", "))
 }
 
 // Combine is NewCombiner and a call, for one-off use (batch jobs, tests).

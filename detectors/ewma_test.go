@@ -91,6 +91,7 @@ func BenchmarkEWMA(b *testing.B) {
 	rows := normalRows(4096, 10, 1)
 	contrib := make([]float64, 10)
 	b.ReportAllocs()
+	reportCPU(b)
 	for i := 0; b.Loop(); i++ {
 		e.ScoreLearn("s", rows[i&4095], contrib)
 	}

@@ -56,11 +56,12 @@ const (
 	hstSweepEpoch = math.MaxUint16
 )
 
-// hstNode is one node of a tree, 16 bytes so four share a cache line. Masses are counts
-// below Window ≤ 1e6, so uint32; split values need no more than float32 (2^-25 of the work
-// space at height 25). epoch is the window whose latest mass l holds, which makes the
-// window swap lazy: instead of copying l into r in every node every Window points (26 MB of
-// memory traffic at the defaults), a node is brought up to date when a point next visits it.
+// hstNode is one node of a tree, 16 bytes so four share a cache line. Masses are counts up
+// to Window, so uint32; float32 splits resolve a dimension to about 2^-22 of its work space,
+// finer than any window's points can populate. epoch is the window whose latest mass l
+// holds, which makes the window swap lazy: instead of copying l into r in every node every
+// Window points (26 MB of memory traffic at the defaults), a node is brought up to date
+// when a point next visits it.
 type hstNode struct {
 	split float32 // points with x[dim] < split go left; unused at the leaves
 	r, l  uint32  // reference mass (last complete window), latest mass (current window)
@@ -92,8 +93,8 @@ func NewHalfSpaceTrees(cfg HSTConfig, seed uint64) (*HalfSpaceTrees, error) {
 	switch {
 	case cfg.Trees < 1:
 		return nil, fmt.Errorf("hst: trees = %d must be at least 1", cfg.Trees)
-	case cfg.Height < 1 || cfg.Height > 30:
-		return nil, fmt.Errorf("hst: height = %d must be in [1, 30]", cfg.Height)
+	case cfg.Height < 1 || cfg.Height > 25:
+		return nil, fmt.Errorf("hst: height = %d must be in [1, 25]", cfg.Height)
 	case cfg.Window < 1 || cfg.Window > math.MaxUint32:
 		return nil, fmt.Errorf("hst: window = %d must be in [1, %d]", cfg.Window, uint32(math.MaxUint32))
 	case !(cfg.Limit > 0) || math.IsInf(cfg.Limit, 0):
@@ -117,7 +118,7 @@ func (h *HalfSpaceTrees) SizeBytes() int {
 	n := 0
 	for _, f := range h.forests {
 		n += len(f.nodes)*int(unsafe.Sizeof(hstNode{})) + len(f.xs)*4 + len(f.acc)*8 +
-			len(f.locs)*4 + len(f.path)*4 + len(f.best)*4 + len(f.bestDim)*2
+			len(f.locs)*4 + len(f.trail)*8 + len(f.stops)*4 + len(f.best)*8
 	}
 	return n
 }
@@ -145,12 +146,14 @@ func (h *HalfSpaceTrees) ScoreLearn(_ string, x, contrib []float64) float64 {
 	return f.scoreLearn(x, contrib)
 }
 
-// hstForest is the forest for one feature count: all trees' nodes in one flat array, each
-// tree a complete binary tree in breadth-first order, plus scratch so that scoring
-// allocates nothing.
+// hstForest is the forest for one feature count, with scratch so that scoring allocates
+// nothing. All trees' nodes are in one flat array, level by level: level d holds 2^d nodes
+// of each tree, tree after tree, so the node of tree t at position p of level d sits at
+// trees·(2^d − 1) + t·2^d + p, and its children at position 2p and 2p+1 of level d+1. A
+// descent then tracks one index per tree (q = t·2^d + p, child 2q or 2q+1) with no per-tree
+// offset, and the upper levels of all trees, which every point visits, share cache lines.
 type hstForest struct {
 	d, trees, height int
-	nodesPerTree     int
 	sizeLimit        uint32 // a node with reference mass below this ends the scoring path
 	lo, hi           float64
 	massNorm         float64 // 1 / (trees · window)
@@ -162,30 +165,34 @@ type hstForest struct {
 	epoch  uint16 // the current window's number, ≥ 1
 	warm   bool   // a complete window exists, so reference masses mean something
 
-	xs      []float32 // x clipped to the work space
-	locs    []int32   // per tree: the node reached, within the tree (children of i: 2i+1, 2i+2)
-	path    []int32   // [depth·trees + tree]: index in nodes of the node x reached
-	best    []int32   // per tree: twice the largest mass loss on the scoring path
-	bestDim []uint16
-	acc     []float64 // contribution per feature
+	xs    []float32 // x clipped to the work space
+	locs  []uint32  // per tree: its node's index within the current level
+	trail []uint64  // [depth·trees + tree]: r<<16 | dim of the node x reached
+	stops []uint32  // per tree: the depth where scoring stops
+	best  []int64   // per tree: the largest (parentR − 2r)<<16 | parentDim on the scoring path
+	acc   []float64 // contribution per feature
+}
+
+// level returns the nodes of depth d, all trees.
+func (f *hstForest) level(d int) []hstNode {
+	return f.nodes[f.trees*(1<<d-1) : f.trees*(1<<(d+1)-1)]
 }
 
 func newHSTForest(cfg HSTConfig, d int, seed uint64) *hstForest {
-	per := 1<<(cfg.Height+1) - 1
 	f := &hstForest{
-		d: d, trees: cfg.Trees, height: cfg.Height, nodesPerTree: per,
+		d: d, trees: cfg.Trees, height: cfg.Height,
 		sizeLimit: uint32(math.Ceil(0.1 * float64(cfg.Window))), // 0.1·window as in the paper
 		lo:        -cfg.Limit, hi: cfg.Limit,
 		massNorm: 1 / (float64(cfg.Trees) * float64(cfg.Window)),
 		logMax:   math.Log2(1 + math.Ldexp(1, cfg.Height)),
-		nodes:    make([]hstNode, cfg.Trees*per),
+		nodes:    make([]hstNode, cfg.Trees*(1<<(cfg.Height+1)-1)),
 		window:   cfg.Window,
 		epoch:    1, // nodes start at epoch 0 = the (empty) previous window
 		xs:       make([]float32, d),
-		locs:     make([]int32, cfg.Trees),
-		path:     make([]int32, cfg.Trees*(cfg.Height+1)),
-		best:     make([]int32, cfg.Trees),
-		bestDim:  make([]uint16, cfg.Trees),
+		locs:     make([]uint32, cfg.Trees),
+		trail:    make([]uint64, cfg.Trees*(cfg.Height+1)),
+		stops:    make([]uint32, cfg.Trees),
+		best:     make([]int64, cfg.Trees),
 		acc:      make([]float64, d),
 	}
 	// The stream seed with the width, so a forest does not depend on which widths came first.
@@ -200,26 +207,28 @@ func newHSTForest(cfg HSTConfig, d int, seed uint64) *hstForest {
 			s := rng.Float64() * width
 			blo[q], bhi[q] = f.lo-s, f.hi+width-s
 		}
-		f.build(rng, f.nodes[t*per:(t+1)*per], 0, 0, blo, bhi)
+		f.build(rng, 0, t, blo, bhi)
 	}
 	return f
 }
 
-// build gives node i at depth its split: a random dimension, cut at the middle of the
-// node's range in it, so each child has half the volume and r·2^depth estimates density.
-func (f *hstForest) build(rng *rand.Rand, tree []hstNode, i, depth int, blo, bhi []float64) {
-	if depth == f.height {
+// build gives the node at level index q of depth d its split, then its subtree's: a random
+// dimension, cut at the middle of the node's range in it, so each child has half the
+// volume and r·2^depth estimates density.
+func (f *hstForest) build(rng *rand.Rand, d, q int, blo, bhi []float64) {
+	if d == f.height {
 		return
 	}
-	q := rng.IntN(f.d)
-	lo, hi := blo[q], bhi[q]
+	dim := rng.IntN(f.d)
+	lo, hi := blo[dim], bhi[dim]
 	mid := lo + (hi-lo)/2
-	tree[i].dim, tree[i].split = uint16(q), float32(mid)
-	bhi[q] = mid
-	f.build(rng, tree, 2*i+1, depth+1, blo, bhi)
-	bhi[q], blo[q] = hi, mid
-	f.build(rng, tree, 2*i+2, depth+1, blo, bhi)
-	blo[q] = lo
+	n := &f.level(d)[q]
+	n.dim, n.split = uint16(dim), float32(mid)
+	bhi[dim] = mid
+	f.build(rng, d+1, 2*q, blo, bhi)
+	bhi[dim], blo[dim] = hi, mid
+	f.build(rng, d+1, 2*q+1, blo, bhi)
+	blo[dim] = lo
 }
 
 func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
@@ -233,7 +242,7 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 	f.learn()
 	var mass uint64
 	if warm {
-		mass = f.score(contrib != nil)
+		mass = f.score()
 	}
 	if f.count++; f.count == f.window {
 		f.advance()
@@ -246,10 +255,10 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 		} else {
 			clear(f.acc)
 			sum := 0.0
-			for t, b := range f.best {
-				if b > 0 {
-					f.acc[f.bestDim[t]] += float64(b)
-					sum += float64(b)
+			for _, b := range f.best {
+				if loss := float64(b >> 16); loss > 0 {
+					f.acc[uint16(b)] += loss
+					sum += loss
 				}
 			}
 			copy(c, f.acc)
@@ -263,9 +272,10 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 	return min(max(s, 0), 1)
 }
 
-// learn counts x in the latest mass of every node on its path in every tree, and records
-// the paths for score. Learning comes first because it does not change reference masses,
-// and this way the nodes are in cache when score reads them.
+// learn counts x in the latest mass of every node on its path in every tree: every node,
+// down to the leaf, because a node with little mass now may hold enough by the window's
+// end to be scored. It leaves in trail each visited node's reference mass and split
+// dimension, for score.
 //
 // Trees are walked level by level rather than one after the other: their nodes at one
 // level are independent loads, so the cache misses of the deep levels overlap instead of
@@ -273,15 +283,17 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 // it is a coin flip.
 func (f *hstForest) learn() {
 	epoch, prev := f.epoch, f.epoch-1
-	nodes, xs, locs := f.nodes, f.xs, f.locs
-	per := f.nodesPerTree
-	clear(locs)
+	xs, locs, trees := f.xs, f.locs, f.trees
+	for t := range locs {
+		locs[t] = uint32(t)
+	}
 	for depth := 0; depth <= f.height; depth++ {
-		row := f.path[depth*f.trees : (depth+1)*f.trees]
-		for t := range row {
-			g := t*per + int(locs[t])
-			row[t] = int32(g)
-			n := &nodes[g]
+		level := f.level(depth)
+		trail := f.trail[depth*trees : (depth+1)*trees]
+		locs := locs[:len(trail)]
+		for t := range trail {
+			q := locs[t]
+			n := &level[q]
 			if n.epoch != epoch { // first visit in this window: swap lazily
 				r := n.l
 				if n.epoch != prev {
@@ -290,38 +302,59 @@ func (f *hstForest) learn() {
 				n.r, n.l, n.epoch = r, 0, epoch
 			}
 			n.l++
-			locs[t] = 2*locs[t] + 1 + int32(b2u(xs[n.dim] >= n.split))
+			dim := n.dim
+			trail[t] = uint64(n.r)<<16 | uint64(dim)
+			locs[t] = 2*q + b2u(xs[dim] >= n.split)
 		}
 	}
 }
 
-// score walks the recorded paths down to the first node whose reference mass r is below
-// the size limit (or to the leaf) and returns Σ r·2^depth there over the trees, exact in
-// integers (r < 2^32, depth ≤ 30, trees ≤ 500). With attrib it keeps, per tree, the edge
-// losing the most mass beyond halving (parentR − 2r, twice that loss) and its split
-// dimension.
-func (f *hstForest) score(attrib bool) uint64 {
-	nodes, path, limit, h, trees := f.nodes, f.path, f.sizeLimit, f.height, f.trees
-	var mass uint64
-	for t := range trees {
-		var parentR uint32
-		var parentDim, bestDim uint16
-		best := int32(0)
-		for depth := 0; ; depth++ {
-			n := &nodes[path[depth*trees+t]]
-			r := n.r
-			if attrib {
-				if loss := int32(parentR) - 2*int32(r); loss > best {
-					best, bestDim = loss, parentDim
+// score returns Σ r·2^depth over the trees, r being the reference mass of the first node
+// on x's path below the size limit (or of the leaf), in integers: the sum is at most
+// trees·window·2^height, which HSTMaxForestBytes keeps below 2^57.
+//
+// Reference masses never grow along a path (a point counted in a node was counted in its
+// parent, in the same window), so that depth is the number of nodes above the leaf with
+// mass ≥ the limit: a count, level by level over the trail for all trees at once, ending
+// at the first level where no tree is dense, with no branch per tree. On the way it keeps
+// in best, per tree, the edge of the scoring path that loses the most mass beyond halving
+// (parentR − 2r, twice that loss) with the parent's split dimension.
+func (f *hstForest) score() uint64 {
+	trail, trees, h := f.trail, f.trees, f.height
+	lim := uint64(f.sizeLimit) << 16 // compared with r<<16 | dim: dim < 2^16 cannot tip it
+	stops, best := f.stops[:trees], f.best[:trees]
+	clear(stops)
+	clear(best)
+	for d := 0; d <= h; d++ {
+		row := trail[d*trees : (d+1)*trees]
+		if d > 0 {
+			// Edges into depth d are on the scoring path where the parent was dense.
+			prow := trail[(d-1)*trees : d*trees]
+			for t, r := range row {
+				p := prow[t]
+				loss := (int64(p>>16)-2*int64(r>>16))<<16 | int64(p&0xffff)
+				if p < lim {
+					loss = 0
 				}
+				best[t] = max(best[t], loss)
 			}
-			if r < limit || depth == h {
-				mass += uint64(r) << depth
-				break
-			}
-			parentR, parentDim = r, n.dim
 		}
-		f.best[t], f.bestDim[t] = best, bestDim
+		if d == h {
+			break
+		}
+		dense := uint32(0)
+		for t, r := range row {
+			c := b2u(r >= lim)
+			stops[t] += c
+			dense |= c
+		}
+		if dense == 0 {
+			break
+		}
+	}
+	var mass uint64
+	for t, k := range stops {
+		mass += trail[int(k)*trees+t] >> 16 << k
 	}
 	return mass
 }

@@ -1,9 +1,6 @@
 package detectors
 
-import (
-	"math"
-	"slices"
-)
+import "math"
 
 // MADScale turns a median absolute deviation into a consistent estimate of the standard
 // deviation of normal data, so robust z-scores read like ordinary ones.
@@ -73,7 +70,7 @@ func (r *RollingRobust) Add(x float64) {
 		r.head = 0
 	}
 	if n < w {
-		i, _ := slices.BinarySearch(r.sorted, x)
+		i := lowerBound(r.sorted, x)
 		r.sorted = r.sorted[:n+1]
 		copy(r.sorted[i+1:], r.sorted[i:n])
 		r.sorted[i] = x
@@ -82,15 +79,14 @@ func (r *RollingRobust) Add(x float64) {
 	// Full: replace old by x with a single shift of the values between their positions,
 	// rather than a delete and an insert that would each move up to W values.
 	s := r.sorted
-	i, _ := slices.BinarySearch(s, old) // old is present: it was added and is finite
+	i := lowerBound(s, old) // old is present: it was added and is finite
 	switch {
 	case x > old:
-		p, _ := slices.BinarySearch(s[i+1:], x)
-		p += i + 1 // s[i+1:p] < x
+		p := i + 1 + lowerBound(s[i+1:], x) // s[i+1:p] < x
 		copy(s[i:p-1], s[i+1:p])
 		s[p-1] = x
 	case x < old:
-		p, _ := slices.BinarySearch(s[:i], x) // s[p:i] >= x
+		p := lowerBound(s[:i], x) // s[p:i] >= x
 		copy(s[p+1:i+1], s[p:i])
 		s[p] = x
 	}
@@ -134,18 +130,19 @@ func (r *RollingRobust) MedianMAD() (median, mad float64) {
 	// A(i) = m − lo[h−1−i] and B(j) = hi[j] − m are both ascending.
 	a, b := len(lo), len(hi)
 	k := (n - 1) / 2 // 0-based rank of the (lower) middle deviation
-	// Take i deviations from A and k+1−i from B: the smallest i with B(k−i) ≤ A(i) makes
-	// them the k+1 smallest.
+	// Take i deviations from A and k+1−i from B: the smallest i in [first, last] with
+	// B(k−i) ≤ A(i) makes them the k+1 smallest. The binary search for it is branch-free:
+	// which half wins is a coin flip for the branch predictor, and it runs for every value
+	// scored.
 	first, last := max(0, k+1-b), min(a, k+1)
-	for first < last {
-		i := int(uint(first+last) >> 1)
-		if hi[k-i]-m > m-lo[h-1-i] {
-			first = i + 1
-		} else {
-			last = i
-		}
-	}
 	i := first
+	if span := last - first; span > 0 {
+		for ; span > 1; span -= span >> 1 {
+			j := i + span>>1
+			i += span >> 1 & -int(b2u(hi[k-j]-m > m-lo[h-1-j]))
+		}
+		i += int(b2u(hi[k-i]-m > m-lo[h-1-i]))
+	}
 	j := k + 1 - i
 	kth := math.Inf(-1)
 	if i > 0 {
@@ -179,4 +176,46 @@ func (r *RollingRobust) RobustZ(x float64) float64 {
 	m, mad := r.MedianMAD()
 	z := (x - m) / (MADScale * max(mad, madFloorRel*(math.Abs(m)+1)))
 	return max(-math.MaxFloat64, min(math.MaxFloat64, z))
+}
+
+// lowerBound is the number of values of s (ascending) below x: sort.SearchFloat64s
+// without the closure, and with plain < (slices.BinarySearch orders NaNs, which never get
+// here, at a cost that showed up in profiles).
+func lowerBound(s []float64, x float64) int {
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	base := 0
+	for n > 1 {
+		half := n >> 1
+		if s[base+half] < x {
+			base += half
+		}
+		n -= half
+	}
+	if s[base] < x {
+		base++
+	}
+	return base
+}
+
+// upperBound is the number of values of s (ascending) at or below x.
+func upperBound(s []float64, x float64) int {
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	base := 0
+	for n > 1 {
+		half := n >> 1
+		if s[base+half] <= x {
+			base += half
+		}
+		n -= half
+	}
+	if s[base] <= x {
+		base++
+	}
+	return base
 }

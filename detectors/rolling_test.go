@@ -137,6 +137,7 @@ func BenchmarkRollingRobust(b *testing.B) {
 				rr.Add(xs[i])
 			}
 			b.ReportAllocs()
+			reportCPU(b)
 			for i := 0; b.Loop(); i++ {
 				x := xs[i&4095]
 				_ = rr.RobustZ(x)

@@ -129,6 +129,7 @@ func BenchmarkZScore(b *testing.B) {
 		z.ScoreLearn("s", r, contrib)
 	}
 	b.ReportAllocs()
+	reportCPU(b)
 	for i := 0; b.Loop(); i++ {
 		z.ScoreLearn("s", rows[i&4095], contrib)
 	}
