@@ -3,6 +3,7 @@ package detectors
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Calibrator maps one detector's raw scores, whose scale is the detector's own, to [0,1]
@@ -26,7 +27,9 @@ const (
 
 // CalibrationMethods lists the names NewCalibrator accepts (a fresh slice: callers may
 // keep or change it).
-func CalibrationMethods() []string { return []string{CalibrationECDF, CalibrationGaussian} }
+func CalibrationMethods() []string {
+	return []string{CalibrationECDF, CalibrationGaussian, CalibrationPOT}
+}
 
 // MaxCalibrationWindow bounds windows so a spec cannot ask for gigabytes per detector and
 // partition (a window costs 16 bytes a score).
@@ -43,8 +46,10 @@ func NewCalibrator(method string, window int) (Calibrator, error) {
 		return NewECDFCalibrator(window), nil
 	case CalibrationGaussian:
 		return NewGaussianCalibrator(window), nil
+	case CalibrationPOT:
+		return NewPOTCalibrator(window), nil
 	}
-	return nil, fmt.Errorf("unknown calibration method %q (known: %s, %s)", method, CalibrationECDF, CalibrationGaussian)
+	return nil, fmt.Errorf("unknown calibration method %q (known: %s)", method, strings.Join(CalibrationMethods(), ", "))
 }
 
 // ECDFCalibrator returns the empirical CDF of the last window raw scores at raw: the
@@ -65,13 +70,16 @@ func NewECDFCalibrator(window int) *ECDFCalibrator {
 	return c
 }
 
-// Calibrate implements Calibrator in O(log window) plus the window's insert. NaN yields 0
-// and ±Inf yield 0 or 1; none of them is remembered.
+// Calibrate implements Calibrator in O(log window) plus the window's insert. NaN (a
+// detector warming up) yields NaN and ±Inf yield 0 or 1; none of them is remembered.
 func (c *ECDFCalibrator) Calibrate(raw float64) float64 {
+	if raw != raw {
+		return raw
+	}
 	s := c.win.sorted
 	n := len(s)
 	p := 0.0
-	if n >= c.warmup && raw == raw {
+	if n >= c.warmup {
 		below := lowerBound(s, raw)
 		upTo := below
 		if below < n && s[below] == raw { // ties are rare; search only when there is one
@@ -105,10 +113,13 @@ func NewGaussianCalibrator(window int) *GaussianCalibrator {
 
 // Calibrate implements Calibrator in O(1) amortised. σ is floored like the robust scales
 // (1e-9·(|μ|+1)), so after a constant run any higher score is 1 and any lower one 0. NaN
-// yields 0 and ±Inf 0 or 1; none of them is remembered.
+// (a detector warming up) yields NaN and ±Inf 0 or 1; none of them is remembered.
 func (g *GaussianCalibrator) Calibrate(raw float64) float64 {
+	if raw != raw {
+		return raw
+	}
 	p := 0.0
-	if g.n >= g.warmup && raw == raw {
+	if g.n >= g.warmup {
 		sd := max(math.Sqrt(max(g.m2, 0)/float64(g.n)), madFloorRel*(math.Abs(g.mean)+1))
 		p = 0.5 * math.Erfc(-(raw-g.mean)/(sd*math.Sqrt2))
 		p = min(max(p, 0), 1)

@@ -14,6 +14,8 @@ package detectors
 type Streaming interface {
 	// ScoreLearn returns the anomaly score of x in series, then learns x. When contrib is
 	// non-nil (len(contrib) == len(x)) it receives each feature's share of the score,
-	// summing to 1, or all zeros when the detector cannot attribute it.
+	// summing to 1, or all zeros when the detector cannot attribute it. While warming up
+	// (too little history to judge) it returns NaN, so calibration and the ensemble can
+	// leave it out instead of mistaking "no judgement" for "normal".
 	ScoreLearn(series string, x []float64, contrib []float64) float64
 }

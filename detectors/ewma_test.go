@@ -21,8 +21,8 @@ func newEWMA(t testing.TB, alpha float64, minSamples int) *EWMA {
 func TestEWMAHandComputed(t *testing.T) {
 	e := newEWMA(t, 0.5, 2)
 	for _, x := range []float64{2, 4} {
-		if s := e.ScoreLearn("a", []float64{x}, nil); s != 0 {
-			t.Fatalf("score %v before min_samples, want 0", s)
+		if s := e.ScoreLearn("a", []float64{x}, nil); !math.IsNaN(s) {
+			t.Fatalf("score %v before min_samples, want NaN (no judgement)", s)
 		}
 	}
 	if got := e.ScoreLearn("a", []float64{6}, nil); math.Abs(got-3) > 1e-12 {

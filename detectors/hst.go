@@ -136,7 +136,7 @@ func (h *HalfSpaceTrees) ScoreLearn(_ string, x, contrib []float64) float64 {
 				if contrib != nil {
 					clear(contrib[:len(x)])
 				}
-				return 0
+				return math.NaN() // a width we hold no forest for: no judgement
 			}
 			f = newHSTForest(h.cfg, len(x), h.seed)
 			h.forests[len(x)] = f
@@ -266,7 +266,7 @@ func (f *hstForest) scoreLearn(x, contrib []float64) float64 {
 		}
 	}
 	if !warm {
-		return 0
+		return math.NaN() // no complete reference window yet: no judgement
 	}
 	s := 1 - math.Log2(1+float64(mass)*f.massNorm)/f.logMax
 	return min(max(s, 0), 1)

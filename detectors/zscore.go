@@ -56,13 +56,14 @@ func (z *RobustZScore) ScoreLearn(series string, x, contrib []float64) float64 {
 	if st == nil || len(st.wins) != len(x) {
 		st = z.newState(series, len(x))
 	}
-	score, sum := 0.0, 0.0
+	score, sum, ready := 0.0, 0.0, false
 	for f, v := range x {
 		w := &st.wins[f]
 		zf := 0.0
 		if finite(v) {
 			if w.Len() >= z.minSamples {
 				zf = min(math.Abs(w.RobustZ(v)), scoreCap)
+				ready = true
 			}
 			w.Add(v)
 		}
@@ -74,6 +75,9 @@ func (z *RobustZScore) ScoreLearn(series string, x, contrib []float64) float64 {
 	}
 	if contrib != nil {
 		normalizeShares(contrib[:len(x)], sum)
+	}
+	if !ready {
+		return math.NaN() // warming up: no judgement, not "normal"
 	}
 	return score
 }

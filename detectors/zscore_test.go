@@ -20,8 +20,8 @@ func newZScore(t testing.TB, window, minSamples int) *RobustZScore {
 func TestZScoreHandComputed(t *testing.T) {
 	z := newZScore(t, 8, 5)
 	for _, x := range []float64{1, 2, 3, 4, 5} {
-		if s := z.ScoreLearn("a", []float64{x}, nil); s != 0 {
-			t.Fatalf("score %v before min_samples, want 0", s)
+		if s := z.ScoreLearn("a", []float64{x}, nil); !math.IsNaN(s) {
+			t.Fatalf("score %v before min_samples, want NaN (no judgement)", s)
 		}
 	}
 	steps := []struct{ x, want float64 }{

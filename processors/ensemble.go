@@ -101,12 +101,17 @@ func (p *ensembler) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 		}
 		c := p.calibrators[i].Calibrate(raw)
 		p.calibrated[i] = c
-		res.Detectors[d.Name] = c
+		if c == c { // NaN: the detector is warming up and has no verdict to show
+			res.Detectors[d.Name] = c
+		}
 	}
 	for i, n := range s.Names {
 		res.Values[n] = s.Raw[i]
 	}
 	res.Score = e.combine(p.calibrated, e.weights)
+	if res.Score != res.Score {
+		res.Score = 0 // every detector still warming up
+	}
 	n := p.seen[s.Series]
 	if n < e.spec.Ensemble.Warmup {
 		p.seen[s.Series] = n + 1

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/gonomaly/gonomaly/internal/bench"
@@ -23,9 +26,16 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	brokers := fs.String("brokers", "", "run against this cluster instead of the embedded broker")
 	specPath := fs.String("spec", "", "pipeline spec (default: built-in)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	traceFile := fs.String("trace", "", "write a Go execution trace of the run to this file")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
+	stopProfiles, err := startProfiles(*cpuProfile, *traceFile)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	s, err := loadSpec(*specPath)
 	if err != nil {
 		return err
@@ -49,4 +59,38 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	fmt.Fprintf(env.stdout, "latency     p50 %.1f ms  p99 %.1f ms  max %.1f ms (produce → result synced)\n", res.P50Ms, res.P99Ms, res.MaxMs)
 	fmt.Fprintf(env.stdout, "memory      peak RSS %.0f MB\n", res.PeakRSSMB)
 	return nil
+}
+
+// startProfiles starts a CPU profile and an execution trace when asked to; the returned
+// func stops them.
+func startProfiles(cpuPath, tracePath string) (func(), error) {
+	var stops []func()
+	stop := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err != nil {
+			return stop, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return stop, err
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if tracePath != "" {
+		f, err := os.Create(tracePath)
+		if err != nil {
+			return stop, err
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return stop, err
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
+	}
+	return stop, nil
 }

@@ -139,11 +139,15 @@ func TestPipelineFindsInjectedAnomaliesAndLosesNothing(t *testing.T) {
 	for k := range flagged {
 		if !inWindow(k.series, k.ts) {
 			falseAlarms++
+			if testing.Verbose() {
+				r := byKey[k]
+				t.Logf("false alarm %s at %d offset %d/%d: score %.6f detectors %v values %v", k.series, k.ts, r.Source.Partition, r.Source.Offset, r.Score, r.Detectors, r.Values)
+			}
 		}
 	}
 	falseRate := float64(falseAlarms) / float64(n)
 	if testing.Verbose() {
-		for _, thr := range []float64{0.9, 0.95, 0.96, 0.97, 0.98, 0.99} {
+		for _, thr := range []float64{0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999} {
 			var fa, hit int
 			for k, r := range byKey {
 				if r.Score < thr {
@@ -158,7 +162,7 @@ func TestPipelineFindsInjectedAnomaliesAndLosesNothing(t *testing.T) {
 					hit++
 				}
 			}
-			t.Logf("threshold %.2f: spikes found %d/%d, false alarms %d", thr, hit, spikes, fa)
+			t.Logf("threshold %g: spikes found %d/%d, false alarms %d", thr, hit, spikes, fa)
 		}
 	}
 	t.Logf("spikes %d, found %d (recall %.3f); anomalies %d; false alarms %d (%.4f of records)", spikes, found, recall, anomalies, falseAlarms, falseRate)

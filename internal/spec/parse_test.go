@@ -88,7 +88,7 @@ var badSpecs = []struct {
 	{"bad scaling", "preprocess:\n  scaling: minmax\n",
 		`pipeline.yaml:2: preprocess.scaling: "minmax" is not one of robust, none`},
 	{"bad calibration", "ensemble:\n  calibration: isotonic\n",
-		`pipeline.yaml:2: ensemble.calibration: "isotonic" is not one of ecdf, gaussian`},
+		`pipeline.yaml:2: ensemble.calibration: "isotonic" is not one of ecdf, gaussian, pot`},
 
 	// Duplicates.
 	{"duplicate top-level key", "name: a\nname: b\n",
@@ -358,7 +358,7 @@ func TestDefault(t *testing.T) {
 		Name:       "default",
 		Input:      Input{Topic: "records", Format: FormatAuto, MaxBytes: 1 << 20, SchemaIDs: []uint32{1}},
 		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 128},
-		Ensemble:   Ensemble{Method: MethodMean, Calibration: CalibrationECDF, CalibrationWindow: 2000, Threshold: 0.99, Warmup: 32},
+		Ensemble:   Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 32},
 		Output:     Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
 	}
 	for _, name := range []string{"zscore", "ewma", "hst"} {

@@ -32,6 +32,7 @@ const (
 
 	CalibrationECDF     = detectors.CalibrationECDF
 	CalibrationGaussian = detectors.CalibrationGaussian
+	CalibrationPOT      = detectors.CalibrationPOT
 )
 
 // DefaultYAML is the built-in spec. Default parses it, and partial spec files are laid

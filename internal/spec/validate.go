@@ -87,7 +87,7 @@ func validate(s *Spec, report func(path, msg string), inFile func(path string) b
 	resolved := checkDetectors(report, s.Detectors)
 
 	checkEnum(report, "ensemble.method", s.Ensemble.Method, MethodMean, MethodMax, MethodWeightedMean)
-	checkEnum(report, "ensemble.calibration", s.Ensemble.Calibration, CalibrationECDF, CalibrationGaussian)
+	checkEnum(report, "ensemble.calibration", s.Ensemble.Calibration, CalibrationECDF, CalibrationGaussian, CalibrationPOT)
 	checkRange(report, "ensemble.calibration_window", s.Ensemble.CalibrationWindow, minCalibrationWindow, maxCalibrationWindow)
 	if t := s.Ensemble.Threshold; !(t > 0 && t <= 1) {
 		report("ensemble.threshold", "must be greater than 0 and at most 1, got "+formatFloat(t))
