@@ -122,7 +122,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(r.lost),
 		// Outputs of one partition must stay in order across retries.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.FetchMaxWait(100*time.Millisecond),
 	)

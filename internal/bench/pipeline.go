@@ -146,7 +146,7 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 			Logger: log, Written: written,
 		})
 	}()
-	prodCl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ProducerLinger(5*time.Millisecond))
+	prodCl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
 	if err != nil {
 		return PipelineResult{}, err
 	}
