@@ -9,9 +9,12 @@ const CalibrationPOT = "pot"
 // are excesses, modelled as exponential (a generalised Pareto tail of shape 0).
 const potTail = 0.02
 
-// potMinExcesses is how many distinct excesses the tail needs before it is modelled;
-// with fewer (a coarse detector whose top scores tie) the ECDF answers alone.
-const potMinExcesses = 8
+// potMinExcesses and potMinDistinct are how many excesses, and how many distinct ones,
+// the tail needs before its scale is fitted from them.
+const (
+	potMinExcesses = 8
+	potMinDistinct = 3
+)
 
 // POTCalibrator is an empirical CDF whose upper tail is an exponential fitted to the
 // excesses over the window's 98th percentile — peaks over threshold, as in Siffer et
@@ -49,19 +52,27 @@ func (c *POTCalibrator) Calibrate(raw float64) float64 {
 	return min(p, float64(n)/float64(n+1))
 }
 
-// tail returns the exponential tail's estimate for raw, or 0 where it does not apply:
-// too few scores, raw not above the edge, or too few distinct excesses to fit.
+// tail returns the exponential tail's estimate for raw, or 0 where it does not apply
+// (too few scores, or raw not above the tail's edge).
+//
+// The scale β is the mean excess when the tail holds enough distinct excesses to fit.
+// When it does not — a short window, or a coarse or periodic detector whose top scores
+// tie — β is the scale that an exponential tail above the median would need to put the
+// edge where it is: a spike a hundred times beyond everything seen is still
+// recognisable, while a score a little past a coarse maximum is not.
 func (c *POTCalibrator) tail(raw float64) float64 {
 	s := c.ecdf.win.sorted
 	n := len(s)
 	if n < c.ecdf.warmup {
 		return 0
 	}
-	k := int(math.Floor((1 - potTail) * float64(n)))
-	if k >= n-potMinExcesses || raw <= s[k] {
+	k := min(int(math.Floor((1-potTail)*float64(n))), n-2) // at least one score beyond the edge
+	edge := s[k]
+	if raw <= edge {
 		return 0
 	}
-	edge := s[k]
+	above := n - k - 1
+	tail := float64(above) / float64(n)
 	sum, distinct := 0.0, 0
 	prev := edge
 	for _, v := range s[k+1:] {
@@ -71,10 +82,15 @@ func (c *POTCalibrator) tail(raw float64) float64 {
 			prev = v
 		}
 	}
-	if distinct < potMinExcesses || sum <= 0 {
-		return 0
+	var beta float64
+	if above >= potMinExcesses && distinct >= potMinDistinct && sum > 0 {
+		beta = sum / float64(above)
+	} else {
+		median := s[n/2]
+		if edge <= median {
+			return 0 // no spread to measure against: ranks must answer
+		}
+		beta = (edge - median) / math.Log(0.5/tail)
 	}
-	beta := sum / float64(n-k-1)
-	tail := float64(n-k-1) / float64(n)
 	return 1 - tail*math.Exp(-(raw-edge)/beta)
 }

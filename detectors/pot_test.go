@@ -64,14 +64,36 @@ func TestPOTFalseAlarmRate(t *testing.T) {
 	}
 }
 
-// TestPOTCoarseScoresCannotAlarmAlone: a detector whose top scores tie has no tail to fit,
-// and ranks cannot claim more than 1 in n+1.
-func TestPOTCoarseScoresCannotAlarmAlone(t *testing.T) {
+// TestPOTCoarseScores: a detector whose top scores tie has no tail to fit; a score a
+// little past its maximum must not alarm, one far beyond everything must.
+func TestPOTCoarseScores(t *testing.T) {
 	c := NewPOTCalibrator(500)
 	for i := range 500 {
 		c.Calibrate(float64(i % 3))
 	}
-	if got := c.Calibrate(1e6); got > 500.0/501 {
-		t.Fatalf("new maximum of a coarse detector calibrated to %v", got)
+	if got := c.tail(2.5); got > 0.999 {
+		t.Fatalf("a score just past a coarse maximum calibrated to %v", got)
+	}
+	if got := c.tail(1e3); got < 0.9999 {
+		t.Fatalf("a score 500 times the maximum calibrated to %v", got)
+	}
+	flat := NewPOTCalibrator(500)
+	for range 500 {
+		flat.Calibrate(1)
+	}
+	if got := flat.Calibrate(2); got > 500.0/501 {
+		t.Fatalf("a constant detector's first other value calibrated to %v: no scale to judge by", got)
+	}
+}
+
+// TestPOTShortWindow: with few scores the tail still recognises a gross outlier.
+func TestPOTShortWindow(t *testing.T) {
+	c := NewPOTCalibrator(2000)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 40 {
+		c.Calibrate(math.Abs(rng.NormFloat64()))
+	}
+	if got := c.Calibrate(100); got < 0.9999 {
+		t.Fatalf("outlier after 40 scores calibrated to %v", got)
 	}
 }
