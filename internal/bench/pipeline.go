@@ -146,6 +146,16 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 			Logger: log, Written: written,
 		})
 	}()
+	groups := []string{c.Prefix + "bench-sink"}
+	for _, st := range app.StageNames {
+		groups = append(groups, app.GroupName(c.Prefix, cfg.Spec.Name, st))
+	}
+	readyCtx, readyCancel := context.WithTimeout(ctx, 60*time.Second)
+	err = cluster.WaitAssigned(readyCtx, kadm.NewClient(admCl), int(cfg.Partitions), groups...)
+	readyCancel()
+	if err != nil {
+		return PipelineResult{}, err
+	}
 	prodCl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
 	if err != nil {
 		return PipelineResult{}, err

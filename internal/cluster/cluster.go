@@ -250,3 +250,31 @@ func sortLags(l []PartitionLag) {
 }
 
 var _ kgo.HookBrokerConnect = (*dialErrors)(nil)
+
+// WaitAssigned waits until every group is stable with all partitions of the topics it
+// reads assigned — so a benchmark measures steady state, not the first join.
+func WaitAssigned(ctx context.Context, adm *kadm.Client, partitions int, groups ...string) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		described, err := adm.DescribeGroups(ctx, groups...)
+		if err == nil {
+			ready := 0
+			for _, g := range described {
+				n := 0
+				g.AssignedPartitions().Each(func(string, int32) { n++ })
+				if g.Err == nil && g.State == "Stable" && n == partitions {
+					ready++
+				}
+			}
+			if ready == len(groups) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consumer groups %s not assigned: %w", strings.Join(groups, ", "), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
