@@ -16,6 +16,10 @@ const (
 	potMinDistinct = 3
 )
 
+// potMinScores is how many scores the window needs before any tail is drawn: fewer are
+// mostly the detectors' own noisy warm-up, and ranks answer alone until then.
+const potMinScores = 100
+
 // POTCalibrator is an empirical CDF whose upper tail is an exponential fitted to the
 // excesses over the window's 98th percentile — peaks over threshold, as in Siffer et
 // al., "Anomaly Detection in Streams with Extreme Value Theory" (KDD 2017).
@@ -63,7 +67,7 @@ func (c *POTCalibrator) Calibrate(raw float64) float64 {
 func (c *POTCalibrator) tail(raw float64) float64 {
 	s := c.ecdf.win.sorted
 	n := len(s)
-	if n < c.ecdf.warmup {
+	if n < max(c.ecdf.warmup, potMinScores) {
 		return 0
 	}
 	k := min(int(math.Floor((1-potTail)*float64(n))), n-2) // at least one score beyond the edge

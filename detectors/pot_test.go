@@ -90,10 +90,10 @@ func TestPOTCoarseScores(t *testing.T) {
 func TestPOTShortWindow(t *testing.T) {
 	c := NewPOTCalibrator(2000)
 	rng := rand.New(rand.NewPCG(5, 6))
-	for range 40 {
+	for range potMinScores {
 		c.Calibrate(math.Abs(rng.NormFloat64()))
 	}
 	if got := c.Calibrate(100); got < 0.9999 {
-		t.Fatalf("outlier after 40 scores calibrated to %v", got)
+		t.Fatalf("outlier after %d scores calibrated to %v", potMinScores, got)
 	}
 }

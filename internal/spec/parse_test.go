@@ -358,7 +358,7 @@ func TestDefault(t *testing.T) {
 		Name:       "default",
 		Input:      Input{Topic: "records", Format: FormatAuto, MaxBytes: 1 << 20, SchemaIDs: []uint32{1}},
 		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 128},
-		Ensemble:   Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 32},
+		Ensemble:   Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 100},
 		Output:     Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
 	}
 	for _, name := range []string{"zscore", "ewma", "hst"} {

@@ -39,11 +39,11 @@ type Detector struct {
 
 // Ensemble says how detector scores become one verdict.
 type Ensemble struct {
-	Method            string  `yaml:"method"`             // mean (default), max, weighted_mean
-	Calibration       string  `yaml:"calibration"`        // ecdf (default), gaussian
+	Method            string  `yaml:"method"`             // max (default), mean, weighted_mean
+	Calibration       string  `yaml:"calibration"`        // pot (default), ecdf, gaussian
 	CalibrationWindow int     `yaml:"calibration_window"` // scores remembered per detector and partition; default 2000
-	Threshold         float64 `yaml:"threshold"`          // combined score at or above which a record is an anomaly; default 0.99
-	Warmup            int     `yaml:"warmup"`             // records per series before anomalies are reported; default 32
+	Threshold         float64 `yaml:"threshold"`          // combined score at or above which a record is an anomaly; default 0.9995
+	Warmup            int     `yaml:"warmup"`             // records per series before anomalies are reported; default 100
 }
 
 // Output says where results go and how they are encoded.
