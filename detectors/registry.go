@@ -43,6 +43,8 @@ type Info struct {
 	Params []Param `json:"params"`
 	// NewStreaming builds a streaming detector from resolved parameters and a seed.
 	NewStreaming func(p Params, seed uint64) (Streaming, error) `json:"-"`
+	// NewBatch builds an unfitted batch detector from resolved parameters and a seed.
+	NewBatch func(p Params, seed uint64) (Batch, error) `json:"-"`
 }
 
 // Resolve fills defaults and checks every given parameter is known, integral where it
