@@ -40,6 +40,7 @@ var commands = []command{
 	{"sink", "write a topic to a sink (--to stdout|jsonl:PATH)", cmdSink},
 	{"topics", "list topics with partitions and end offsets", cmdTopics},
 	{"lag", "consumer lag per partition of a group", cmdLag},
+	{"eval", "detection quality on labelled data: eval odds (PyOD protocol), eval nab (NAB scoring)", cmdEval},
 	{"bench", "benchmarks: bench pipeline", cmdBench},
 }
 
