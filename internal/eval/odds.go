@@ -1,0 +1,257 @@
+// Package eval measures detection quality on labelled data: the ODDS tabular datasets
+// under PyOD's benchmark protocol, and the Numenta Anomaly Benchmark for streams.
+package eval
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gonomaly/gonomaly/detectors"
+)
+
+// Dataset is a labelled matrix: Labels[i] is 1 for an outlier row.
+type Dataset struct {
+	Name   string
+	X      detectors.Matrix
+	Labels []int
+}
+
+// LoadODDS reads an ODDS CSV (plain or .gz): a header, then rows of numbers whose last
+// column is the label (1 = outlier). Errors name the file, line and column.
+func LoadODDS(path string) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var r io.Reader = bufio.NewReaderSize(f, 1<<20)
+	if strings.HasSuffix(path, ".gz") {
+		gz, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("%s: header: %w", path, err)
+	}
+	cols := len(header) - 1
+	if cols < 1 || strings.TrimSpace(header[cols]) != "label" {
+		return nil, fmt.Errorf("%s: the last column must be \"label\", got %q", path, header[len(header)-1])
+	}
+	name := strings.TrimSuffix(strings.TrimSuffix(baseName(path), ".gz"), ".csv")
+	ds := &Dataset{Name: name, X: detectors.Matrix{Cols: cols}}
+	for line := 2; ; line++ {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for j := 0; j < cols; j++ {
+			v, err := strconv.ParseFloat(rec[j], 64)
+			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%s: line %d, column %q: %q is not a finite number", path, line, header[j], rec[j])
+			}
+			ds.X.Data = append(ds.X.Data, v)
+		}
+		label, err := strconv.ParseFloat(rec[cols], 64)
+		if err != nil || (label != 0 && label != 1) {
+			return nil, fmt.Errorf("%s: line %d, column \"label\": %q is not 0 or 1", path, line, rec[cols])
+		}
+		ds.Labels = append(ds.Labels, int(label))
+		ds.X.Rows++
+	}
+	if ds.X.Rows == 0 {
+		return nil, fmt.Errorf("%s: no rows", path)
+	}
+	return ds, nil
+}
+
+func baseName(path string) string {
+	if i := strings.LastIndexAny(path, `/\`); i >= 0 {
+		return path[i+1:]
+	}
+	return path
+}
+
+// Split returns a train/test split of n rows: a random permutation for the seed, the
+// first trainFrac of it for training.
+func Split(n int, trainFrac float64, seed uint64) (train, test []int) {
+	perm := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)).Perm(n)
+	cut := int(math.Round(trainFrac * float64(n)))
+	train, test = perm[:cut], perm[cut:]
+	slices.Sort(train)
+	slices.Sort(test)
+	return train, test
+}
+
+// Rows copies the given rows of X into a new matrix.
+func Rows(X detectors.Matrix, idx []int) detectors.Matrix {
+	out := detectors.NewMatrix(len(idx), X.Cols)
+	for i, r := range idx {
+		copy(out.Row(i), X.Row(r))
+	}
+	return out
+}
+
+// Standardize scales both matrices in place with the mean and standard deviation of the
+// train matrix (a constant column is only centred), as PyOD's benchmark does.
+func Standardize(train, test detectors.Matrix) {
+	for j := 0; j < train.Cols; j++ {
+		var sum, sq float64
+		for i := 0; i < train.Rows; i++ {
+			sum += train.Data[i*train.Cols+j]
+		}
+		mean := sum / float64(train.Rows)
+		for i := 0; i < train.Rows; i++ {
+			d := train.Data[i*train.Cols+j] - mean
+			sq += d * d
+		}
+		sd := math.Sqrt(sq / float64(train.Rows))
+		if sd == 0 {
+			sd = 1
+		}
+		for _, m := range []detectors.Matrix{train, test} {
+			for i := 0; i < m.Rows; i++ {
+				m.Data[i*m.Cols+j] = (m.Data[i*m.Cols+j] - mean) / sd
+			}
+		}
+	}
+}
+
+// ROCAUC is the area under the ROC curve of scores against labels (1 = positive), by
+// the Mann-Whitney U statistic with mid-ranks for ties. It is NaN when one class is
+// missing.
+func ROCAUC(scores []float64, labels []int) float64 {
+	n := len(scores)
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[a], scores[b]) })
+	var rankSumPos float64
+	var pos int
+	for i := 0; i < n; {
+		j := i
+		for j < n && scores[idx[j]] == scores[idx[i]] {
+			j++
+		}
+		mid := float64(i+j+1) / 2 // ranks are 1-based: i+1..j
+		for k := i; k < j; k++ {
+			if labels[idx[k]] == 1 {
+				rankSumPos += mid
+				pos++
+			}
+		}
+		i = j
+	}
+	neg := n - pos
+	if pos == 0 || neg == 0 {
+		return math.NaN()
+	}
+	return (rankSumPos - float64(pos)*float64(pos+1)/2) / (float64(pos) * float64(neg))
+}
+
+// PrecisionAtN is the share of outliers among the n highest scores, with n the number
+// of outliers (PyOD's precision @ rank n).
+func PrecisionAtN(scores []float64, labels []int) float64 {
+	n := 0
+	for _, l := range labels {
+		n += l
+	}
+	if n == 0 {
+		return math.NaN()
+	}
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmpFloat(scores[b], scores[a]) })
+	hits := 0
+	for _, i := range idx[:n] {
+		hits += labels[i]
+	}
+	return float64(hits) / float64(n)
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Trial is one split's outcome.
+type Trial struct {
+	ROCAUC, PrecisionAtN float64
+	FitSeconds           float64
+	ScoreSeconds         float64
+}
+
+// NewBatchFunc builds a fresh detector for a trial's seed.
+type NewBatchFunc func(seed uint64) (detectors.Batch, error)
+
+// PyODTrial runs one split of PyOD's protocol: 60/40 split by seed, standardise on the
+// train part, fit on train, score test.
+func PyODTrial(ds *Dataset, newDet NewBatchFunc, seed uint64, clock func() float64) (Trial, error) {
+	trainIdx, testIdx := Split(ds.X.Rows, 0.6, seed)
+	train, test := Rows(ds.X, trainIdx), Rows(ds.X, testIdx)
+	Standardize(train, test)
+	labels := make([]int, len(testIdx))
+	for i, r := range testIdx {
+		labels[i] = ds.Labels[r]
+	}
+	det, err := newDet(seed)
+	if err != nil {
+		return Trial{}, err
+	}
+	t0 := clock()
+	if err := det.Fit(train); err != nil {
+		return Trial{}, fmt.Errorf("%s: fit: %w", ds.Name, err)
+	}
+	t1 := clock()
+	scores := make([]float64, test.Rows)
+	if err := det.Score(test, scores); err != nil {
+		return Trial{}, fmt.Errorf("%s: score: %w", ds.Name, err)
+	}
+	t2 := clock()
+	return Trial{ROCAUC: ROCAUC(scores, labels), PrecisionAtN: PrecisionAtN(scores, labels), FitSeconds: t1 - t0, ScoreSeconds: t2 - t1}, nil
+}
+
+// PyOD runs seeds trials (seeds 0..seeds-1) and returns their mean.
+func PyOD(ds *Dataset, newDet NewBatchFunc, seeds int) (Trial, error) {
+	start := time.Now()
+	clock := func() float64 { return time.Since(start).Seconds() }
+	var mean Trial
+	for s := 0; s < seeds; s++ {
+		t, err := PyODTrial(ds, newDet, uint64(s), clock)
+		if err != nil {
+			return Trial{}, err
+		}
+		mean.ROCAUC += t.ROCAUC / float64(seeds)
+		mean.PrecisionAtN += t.PrecisionAtN / float64(seeds)
+		mean.FitSeconds += t.FitSeconds / float64(seeds)
+		mean.ScoreSeconds += t.ScoreSeconds / float64(seeds)
+	}
+	return mean, nil
+}
