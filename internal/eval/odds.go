@@ -44,42 +44,68 @@ func LoadODDS(path string) (*Dataset, error) {
 		defer gz.Close()
 		r = gz
 	}
+	name := strings.TrimSuffix(strings.TrimSuffix(baseName(path), ".gz"), ".csv")
+	ds, err := readODDS(r, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ds, nil
+}
+
+// readODDS parses the CSV body of an ODDS file; errors name the line and column but not
+// the file, which the caller adds.
+func readODDS(r io.Reader, name string) (*Dataset, error) {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
+	// Ragged rows are checked below rather than by encoding/csv, whose error names
+	// neither the column nor what was expected.
+	cr.FieldsPerRecord = -1
 	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("empty file: want a header ending in \"label\"")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: header: %w", path, err)
+		return nil, fmt.Errorf("header: %w", err)
 	}
+	header = slices.Clone(header) // ReuseRecord would overwrite it
+	header[0] = strings.TrimPrefix(header[0], "\ufeff")
 	cols := len(header) - 1
-	if cols < 1 || strings.TrimSpace(header[cols]) != "label" {
-		return nil, fmt.Errorf("%s: the last column must be \"label\", got %q", path, header[len(header)-1])
+	if last := strings.TrimSpace(header[cols]); cols < 1 || last != "label" {
+		return nil, fmt.Errorf("line 1, column %d: the last column must be \"label\" after at least one feature, got %q", cols+1, last)
 	}
-	name := strings.TrimSuffix(strings.TrimSuffix(baseName(path), ".gz"), ".csv")
 	ds := &Dataset{Name: name, X: detectors.Matrix{Cols: cols}}
-	for line := 2; ; line++ {
+	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err // a csv.ParseError names the line and column
+		}
+		line, _ := cr.FieldPos(0)
+		if len(rec) != len(header) {
+			col, what := len(rec)+1, fmt.Sprintf("column %q is missing", header[min(len(rec), cols)])
+			if len(rec) > len(header) {
+				col, what = len(header)+1, "unexpected extra field"
+			}
+			return nil, fmt.Errorf("line %d, column %d: %s (%d fields, the header has %d)", line, col, what, len(rec), len(header))
 		}
 		for j := 0; j < cols; j++ {
-			v, err := strconv.ParseFloat(rec[j], 64)
+			v, err := strconv.ParseFloat(strings.TrimSpace(rec[j]), 64)
 			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("%s: line %d, column %q: %q is not a finite number", path, line, header[j], rec[j])
+				return nil, fmt.Errorf("line %d, column %d (%q): %q is not a finite number", line, j+1, header[j], rec[j])
 			}
 			ds.X.Data = append(ds.X.Data, v)
 		}
-		label, err := strconv.ParseFloat(rec[cols], 64)
+		label, err := strconv.ParseFloat(strings.TrimSpace(rec[cols]), 64)
 		if err != nil || (label != 0 && label != 1) {
-			return nil, fmt.Errorf("%s: line %d, column \"label\": %q is not 0 or 1", path, line, rec[cols])
+			return nil, fmt.Errorf("line %d, column %d (\"label\"): %q is not 0 or 1", line, cols+1, rec[cols])
 		}
 		ds.Labels = append(ds.Labels, int(label))
 		ds.X.Rows++
 	}
 	if ds.X.Rows == 0 {
-		return nil, fmt.Errorf("%s: no rows", path)
+		return nil, errors.New("no rows after the header")
 	}
 	return ds, nil
 }
@@ -124,8 +150,13 @@ func Standardize(train, test detectors.Matrix) {
 			d := train.Data[i*train.Cols+j] - mean
 			sq += d * d
 		}
-		sd := math.Sqrt(sq / float64(train.Rows))
-		if sd == 0 {
+		n := float64(train.Rows)
+		variance := sq / n
+		// A constant column rarely has a variance of exactly 0: the mean carries a rounding
+		// error, and dividing by its square root would blow that noise up to unit scale.
+		// This bound is scikit-learn's (StandardScaler), which PyOD's benchmark uses.
+		sd := math.Sqrt(variance)
+		if eps := 0x1p-52; variance <= n*eps*variance+(n*mean*eps)*(n*mean*eps) {
 			sd = 1
 		}
 		for _, m := range []detectors.Matrix{train, test} {
@@ -170,7 +201,10 @@ func ROCAUC(scores []float64, labels []int) float64 {
 }
 
 // PrecisionAtN is the share of outliers among the n highest scores, with n the number
-// of outliers (PyOD's precision @ rank n).
+// of outliers (PyOD's precision @ rank n). Scores tied across the cut share the remaining
+// places evenly (the expectation over random tie-breaking), so the result does not depend
+// on row order: some ODDS files (cardio) keep their outliers together at the end, and
+// breaking ties by position would bias detectors that tie often, such as HBOS.
 func PrecisionAtN(scores []float64, labels []int) float64 {
 	n := 0
 	for _, l := range labels {
@@ -183,12 +217,21 @@ func PrecisionAtN(scores []float64, labels []int) float64 {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return cmpFloat(scores[b], scores[a]) })
-	hits := 0
-	for _, i := range idx[:n] {
-		hits += labels[i]
+	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[b], scores[a]) })
+	cut := scores[idx[n-1]]
+	var above, hitsAbove, tied, hitsTied int
+	for _, i := range idx {
+		switch {
+		case scores[i] > cut:
+			above++
+			hitsAbove += labels[i]
+		case scores[i] == cut:
+			tied++
+			hitsTied += labels[i]
+		}
 	}
-	return float64(hits) / float64(n)
+	hits := float64(hitsAbove) + float64(n-above)*float64(hitsTied)/float64(tied)
+	return hits / float64(n)
 }
 
 func cmpFloat(a, b float64) int {
@@ -235,6 +278,13 @@ func PyODTrial(ds *Dataset, newDet NewBatchFunc, seed uint64, clock func() float
 		return Trial{}, fmt.Errorf("%s: score: %w", ds.Name, err)
 	}
 	t2 := clock()
+	// A NaN has no rank, so it would make both metrics meaningless without any sign; an
+	// infinity still ranks and is allowed.
+	for i, v := range scores {
+		if math.IsNaN(v) {
+			return Trial{}, fmt.Errorf("%s: score: data row %d scored NaN", ds.Name, testIdx[i]+1)
+		}
+	}
 	return Trial{ROCAUC: ROCAUC(scores, labels), PrecisionAtN: PrecisionAtN(scores, labels), FitSeconds: t1 - t0, ScoreSeconds: t2 - t1}, nil
 }
 
