@@ -14,7 +14,8 @@ import (
 	"github.com/gonomaly/gonomaly/schemas"
 )
 
-// Ensemble calibrates each detector's score to [0,1], combines them, applies the
+// Ensemble calibrates each detector's score to [0,1], combines them, post-processes the
+// combined score per series (anomaly likelihood, suppression of repeats), applies the
 // threshold and writes every Result to results and the anomalies to anomalies.
 type Ensemble struct {
 	spec      *spec.Spec
@@ -36,6 +37,9 @@ func NewEnsemble(s *spec.Spec, topics Topics) (*Ensemble, error) {
 	if _, err := detectors.NewCalibrator(s.Ensemble.Calibration, s.Ensemble.CalibrationWindow); err != nil {
 		return nil, fmt.Errorf("ensemble.calibration: %w", err)
 	}
+	if _, err := newSeriesPost(s.Ensemble); err != nil {
+		return nil, err
+	}
 	e := &Ensemble{
 		spec:      s,
 		input:     topics.Scores,
@@ -55,7 +59,7 @@ func (e *Ensemble) Name() string          { return "ensemble" }
 func (e *Ensemble) InputTopics() []string { return []string{e.input} }
 
 func (e *Ensemble) NewProcessor(string, int32) (Processor, error) {
-	p := &ensembler{stage: e, seen: map[string]int{}}
+	p := &ensembler{stage: e, series: map[string]*seriesPost{}}
 	for range e.spec.Detectors {
 		c, err := detectors.NewCalibrator(e.spec.Ensemble.Calibration, e.spec.Ensemble.CalibrationWindow)
 		if err != nil {
@@ -71,8 +75,35 @@ type ensembler struct {
 	stage       *Ensemble
 	calibrators []detectors.Calibrator
 	calibrated  []float64
-	seen        map[string]int // records per series, for the warm-up
+	series      map[string]*seriesPost
 	in          schemas.Scores
+}
+
+// seriesPost is one series' state in the ensemble: its record count for the warm-up and
+// the post-processors of its combined score (nil when the spec turns them off).
+type seriesPost struct {
+	seen       int
+	likelihood *detectors.AnomalyLikelihood
+	peaks      *detectors.PeakFilter
+}
+
+func newSeriesPost(e spec.Ensemble) (*seriesPost, error) {
+	sp := &seriesPost{}
+	if e.Suppress < 0 {
+		return nil, fmt.Errorf("ensemble.suppress: %d is negative", e.Suppress)
+	}
+	var err error
+	if e.Likelihood.Short != 0 {
+		if sp.likelihood, err = detectors.NewAnomalyLikelihood(e.Likelihood.Short, e.Likelihood.Long); err != nil {
+			return nil, fmt.Errorf("ensemble.likelihood: %w", err)
+		}
+	}
+	if e.Suppress > 0 {
+		if sp.peaks, err = detectors.NewPeakFilter(e.Suppress); err != nil {
+			return nil, fmt.Errorf("ensemble.suppress: %w", err)
+		}
+	}
+	return sp, nil
 }
 
 func (p *ensembler) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
@@ -112,9 +143,24 @@ func (p *ensembler) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 	if res.Score != res.Score {
 		res.Score = 0 // every detector still warming up
 	}
-	n := p.seen[s.Series]
+	sp := p.series[s.Series]
+	if sp == nil {
+		var err error
+		if sp, err = newSeriesPost(e.spec.Ensemble); err != nil {
+			return err // NewEnsemble built one from the same spec: cannot happen
+		}
+		p.series[s.Series] = sp
+	}
+	// Likelihood first, so suppression compares what is reported.
+	if sp.likelihood != nil {
+		res.Score = sp.likelihood.Update(res.Score)
+	}
+	if sp.peaks != nil {
+		res.Score = sp.peaks.Filter(res.Score)
+	}
+	n := sp.seen
 	if n < e.spec.Ensemble.Warmup {
-		p.seen[s.Series] = n + 1
+		sp.seen++
 	}
 	res.IsAnomaly = n >= e.spec.Ensemble.Warmup && res.Score >= res.Threshold
 	res.Severity = Severity(res.Score, res.Threshold, res.IsAnomaly)

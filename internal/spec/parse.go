@@ -431,6 +431,13 @@ func (d *decoder) spec(root *yaml.Node, s *Spec) {
 				{"calibration_window", d.setInt(&s.Ensemble.CalibrationWindow)},
 				{"threshold", d.setFloat(&s.Ensemble.Threshold)},
 				{"warmup", d.setInt(&s.Ensemble.Warmup)},
+				{"likelihood", func(v *yaml.Node, p string) {
+					d.fields(v, p, []field{
+						{"short", d.setInt(&s.Ensemble.Likelihood.Short)},
+						{"long", d.setInt(&s.Ensemble.Likelihood.Long)},
+					})
+				}},
+				{"suppress", d.setInt(&s.Ensemble.Suppress)},
 			})
 		}},
 		{"output", func(v *yaml.Node, p string) {

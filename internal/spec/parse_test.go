@@ -27,7 +27,9 @@ var badSpecs = []struct {
 	{"unknown detector key", "detectors:\n  - algorithm: spectest\n    windw: 5\n",
 		`pipeline.yaml:3: detectors[0].windw: unknown field (known: name, algorithm, params, weight)`},
 	{"unknown ensemble key", "ensemble: {treshold: 0.9}\n",
-		`pipeline.yaml:1: ensemble.treshold: unknown field (known: method, calibration, calibration_window, threshold, warmup)`},
+		`pipeline.yaml:1: ensemble.treshold: unknown field (known: method, calibration, calibration_window, threshold, warmup, likelihood, suppress)`},
+	{"unknown likelihood key", "ensemble:\n  likelihood: {shrot: 10}\n",
+		`pipeline.yaml:2: ensemble.likelihood.shrot: unknown field (known: short, long)`},
 	{"unknown parameter", "detectors:\n  - algorithm: spectest\n    params:\n      windw: 5\n",
 		`pipeline.yaml:4: detectors[0].params.windw: detector spectest: unknown parameter "windw" (known: window, alpha)`},
 	{"alias repeats a detector", "detectors:\n  - &d {algorithm: spectest}\n  - *d\n",
@@ -109,8 +111,8 @@ var badSpecs = []struct {
 		`pipeline.yaml:1: detectors: at least one detector is required`},
 	{"missing algorithm", "detectors:\n  - name: a\n",
 		`pipeline.yaml:2: detectors[0].algorithm: required (known: {known})`},
-	{"unknown algorithm", "detectors:\n  - algorithm: lof\n",
-		`pipeline.yaml:2: detectors[0].algorithm: unknown detector "lof" (known: {known})`},
+	{"unknown algorithm", "detectors:\n  - algorithm: nosuch\n",
+		`pipeline.yaml:2: detectors[0].algorithm: unknown detector "nosuch" (known: {known})`},
 	{"parameter out of range", "name: p\ninput:\n  topic: records\nfeatures: all\ndetectors:\n  - name: fast\n    algorithm: spectest\n    params:\n      window: 5\n",
 		`pipeline.yaml:9: detectors[0].params.window: detector spectest: parameter window = 5 is out of range [8, 100000]`},
 	{"every bad parameter", "detectors:\n  - algorithm: spectest\n    params:\n      window: 8.5\n      alpha: 2\n",
@@ -126,6 +128,12 @@ var badSpecs = []struct {
 		`pipeline.yaml:2: detectors[0].name: "my detector" is not a valid name (1 to 64 characters of a-z, A-Z, 0-9, '.', '_', '-')`},
 
 	// Ranges and names.
+	{"likelihood short negative", "ensemble:\n  likelihood:\n    short: -1\n",
+		`pipeline.yaml:3: ensemble.likelihood.short: must be between 0 and 10000, got -1`},
+	{"likelihood long too short", "ensemble:\n  likelihood: {short: 10, long: 1}\n",
+		`pipeline.yaml:2: ensemble.likelihood.long: must be between 2 and 1000000, got 1`},
+	{"suppress too long", "ensemble:\n  suppress: 100001\n",
+		`pipeline.yaml:2: ensemble.suppress: must be between 0 and 100000, got 100001`},
 	{"threshold zero", "ensemble: {threshold: 0}\n",
 		`pipeline.yaml:1: ensemble.threshold: must be greater than 0 and at most 1, got 0`},
 	{"threshold above one", "ensemble: {threshold: 1.5}\n",
@@ -358,15 +366,20 @@ func TestDefault(t *testing.T) {
 		Name:       "default",
 		Input:      Input{Topic: "records", Format: FormatAuto, MaxBytes: 1 << 20, SchemaIDs: []uint32{1}},
 		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 128},
-		Ensemble:   Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 100},
-		Output:     Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
+		Ensemble: Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 100,
+			Likelihood: Likelihood{Short: 0, Long: 5000}, Suppress: 25},
+		Output: Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
 	}
-	for _, name := range []string{"zscore", "ewma", "hst"} {
+	for _, d := range []struct {
+		name  string
+		given detectors.Params
+	}{{"zscore", nil}, {"ewma", detectors.Params{"alpha": 0.01}}, {"hst", nil}} {
+		name := d.name
 		info, err := detectors.Lookup(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		params, err := info.Resolve(nil)
+		params, err := info.Resolve(d.given)
 		if err != nil {
 			t.Fatal(err)
 		}

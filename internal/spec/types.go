@@ -44,6 +44,19 @@ type Ensemble struct {
 	CalibrationWindow int     `yaml:"calibration_window"` // scores remembered per detector and partition; default 2000
 	Threshold         float64 `yaml:"threshold"`          // combined score at or above which a record is an anomaly; default 0.9995
 	Warmup            int     `yaml:"warmup"`             // records per series before anomalies are reported; default 100
+	// Likelihood, when Short > 0, replaces the combined score by its anomaly likelihood
+	// per series (detectors.AnomalyLikelihood); default off.
+	Likelihood Likelihood `yaml:"likelihood"`
+	// Suppress caps a score that does not beat every one of the series' previous Suppress
+	// scores (detectors.PeakFilter), so one anomaly is not reported again and again;
+	// 0 turns it off; default 100.
+	Suppress int `yaml:"suppress"`
+}
+
+// Likelihood configures the per-series anomaly likelihood of the combined score.
+type Likelihood struct {
+	Short int `yaml:"short"` // scores in the short-term mean; 0 (default) turns the likelihood off
+	Long  int `yaml:"long"`  // memory, in records, of the distribution it is judged against; default 5000
 }
 
 // Output says where results go and how they are encoded.

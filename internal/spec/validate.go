@@ -24,8 +24,14 @@ const (
 	minCalibrationWindow = detectors.CalibrationWarmup
 	maxCalibrationWindow = min(1_000_000, detectors.MaxCalibrationWindow)
 	maxWarmup            = 1_000_000
-	maxNameLen           = 64
-	maxTopicLen          = 249 // Kafka's own limit
+	// The likelihood keeps Short scores per series and O(1) for Long; suppression keeps
+	// Suppress scores per series.
+	maxLikelihoodShort = detectors.MaxLikelihoodShort
+	minLikelihoodLong  = 2
+	maxLikelihoodLong  = min(1_000_000, detectors.MaxLikelihoodLong)
+	maxSuppress        = detectors.MaxPeakWindow
+	maxNameLen         = 64
+	maxTopicLen        = 249 // Kafka's own limit
 )
 
 // Validate checks a spec built or changed in code against the rules Parse applies.
@@ -93,6 +99,9 @@ func validate(s *Spec, report func(path, msg string), inFile func(path string) b
 		report("ensemble.threshold", "must be greater than 0 and at most 1, got "+formatFloat(t))
 	}
 	checkRange(report, "ensemble.warmup", s.Ensemble.Warmup, 0, maxWarmup)
+	checkRange(report, "ensemble.likelihood.short", s.Ensemble.Likelihood.Short, 0, maxLikelihoodShort)
+	checkRange(report, "ensemble.likelihood.long", s.Ensemble.Likelihood.Long, minLikelihoodLong, maxLikelihoodLong)
+	checkRange(report, "ensemble.suppress", s.Ensemble.Suppress, 0, maxSuppress)
 
 	checkEnum(report, "output.format", s.Output.Format, FormatJSON, FormatAvro)
 	checkTopic(report, "output.results", s.Output.Results)
