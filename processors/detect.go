@@ -71,6 +71,8 @@ func (d *Detect) NewProcessor(topic string, partition int32) (Processor, error) 
 			return nil, fmt.Errorf("detector %s: %w", ds.Name, err)
 		}
 		p.dets = append(p.dets, det)
+		ta, _ := det.(detectors.TimeAware) // seasonal detectors want the record's time
+		p.timed = append(p.timed, ta)
 	}
 	return p, nil
 }
@@ -78,6 +80,7 @@ func (d *Detect) NewProcessor(topic string, partition int32) (Processor, error) 
 type detector struct {
 	stage   *Detect
 	dets    []detectors.Streaming
+	timed   []detectors.TimeAware // per detector: non-nil when it takes timestamps
 	in      schemas.Features
 	contrib []float64
 	sum     []float64
@@ -108,7 +111,12 @@ func (p *detector) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 	attributed := false
 	for i, det := range p.dets {
 		clear(p.contrib)
-		score := det.ScoreLearn(f.Series, f.Scaled, p.contrib)
+		var score float64
+		if ta := p.timed[i]; ta != nil {
+			score = ta.ScoreLearnAt(f.Series, f.TS, f.Scaled, p.contrib)
+		} else {
+			score = det.ScoreLearn(f.Series, f.Scaled, p.contrib)
+		}
 		out.Detectors[p.stage.spec.Detectors[i].Name] = score
 		for j, c := range p.contrib {
 			if c != 0 {
