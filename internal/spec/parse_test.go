@@ -511,3 +511,16 @@ func TestFieldErrorFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedSpecsParse: every spec shipped in deploy/ must load.
+func TestShippedSpecsParse(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "deploy", "pipeline.*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("shipped specs: %v %v", files, err)
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
