@@ -245,8 +245,9 @@ type rrcfForest struct {
 	trees []rrcfTree
 	pcg   *rand.PCG
 
-	pt  []float64 // the point being scored
-	acc []float64 // contributions per dimension
+	pt   []float64 // the point being scored
+	acc  []float64 // contributions per dimension
+	path []uint64  // insert's scratch: points and cut dimension of the nodes it enters
 }
 
 func newRRCFForest(cfg RRCFConfig, dim int, seed uint64) *rrcfForest {
@@ -257,6 +258,7 @@ func newRRCFForest(cfg RRCFConfig, dim int, seed uint64) *rrcfForest {
 		trees:  make([]rrcfTree, cfg.Trees),
 		pt:     make([]float64, dim),
 		acc:    make([]float64, dim),
+		path:   make([]uint64, 0, 64),
 	}
 	// The stream seed with the width, so a forest does not depend on which widths came first.
 	f.pcg = rand.NewPCG(seed, uint64(dim))
@@ -345,12 +347,21 @@ func (f *rrcfForest) scoreLearn(withContrib bool) float64 {
 		clear(f.acc)
 	}
 	total := 0.0
+	q := f.point(slot) // the evicted point, when full
+	// Evictions run a tree ahead of insertions: the next tree's, independent of this
+	// one's, overlaps its cache misses with the descent here. Each leaves the counts of
+	// its upper chain (from pend up) to the insertion into its tree.
+	pend, next := int32(-1), int32(-1)
+	if full {
+		next = f.unlink(&f.trees[0], slot)
+	}
 	for t := range f.trees {
 		tr := &f.trees[t]
-		if full { // evict, then insert while the tree's upper levels are in cache
-			f.remove(tr, slot)
+		pend = next
+		if full && t+1 < len(f.trees) {
+			next = f.unlink(&f.trees[t+1], slot)
 		}
-		cd, dim := f.insert(tr, slot)
+		cd, dim := f.insert(tr, slot, q, pend)
 		total += cd
 		if withContrib && dim >= 0 {
 			f.acc[dim] += cd
@@ -379,11 +390,17 @@ func (f *rrcfForest) scoreLearn(withContrib bool) float64 {
 //
 // It returns the new point's CoDisp as the rrcf package defines it, the max over its
 // ancestors of (points in the sibling) / (points on its side), with the cut dimension
-// where the max is reached (−1 for a lone root). The ratios are known on the way down: an
-// ancestor entered with nA points whose child on the path had nC ends with nA − nC in the
-// sibling and nC + 1 on the point's side. They are compared as integer cross products,
-// so a tree costs one division.
-func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
+// where the max is reached (−1 for a lone root). The descent records each node's points
+// and cut dimension (f.path); an ancestor entered with nA points whose child on the path
+// had nC ends with nA − nC in the sibling and nC + 1 on the point's side. The ratios are
+// compared afterwards, as integer cross products, so a tree costs one division.
+//
+// pend is the lowest ancestor of an evicted point q whose count, like all its ancestors',
+// still includes q (−1: none). Where the descent follows q's path down to pend, q's −1
+// and the new point's +1 cancel and the counts are left alone; where the paths part, or
+// the new point is cut off there, the rest of q's chain is lowered then. So the eviction
+// and the insertion share the walk over their common upper path.
+func (f *rrcfForest) insert(tr *rrcfTree, s int32, q []float64, pend int32) (float64, int) {
 	p, dim := f.pt, f.dim
 	if tr.root == rrcfNone {
 		l := tr.allocLeaf()
@@ -392,39 +409,16 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 		tr.root = ^l
 		return 0, -1
 	}
-	bn, bd, best := int64(0), int64(1), -1
-	an, adim := int64(-1), 0 // the parent's points before the insertion, and its cut dimension
+	// path holds, per node entered, its points before the insertion (high half) and its
+	// cut dimension (low half); the ratios are taken from it once the descent is done.
+	path := f.path[:0]
+	br := tr.br
 	node, parent := tr.root, int32(-1)
 	var sepDim int
 	var cut float64
 	var below bool // the new point goes left of the new cut
-	var nodeN int64
-	for {
-		if node < 0 { // a leaf: the new point duplicates it or is separated from it
-			leaf := &tr.lf[^node]
-			nodeN = int64(leaf.n)
-			if sib, side := an-nodeN, nodeN+1; an >= 0 && sib*bd >= bn*side {
-				bn, bd, best = sib, side, adim
-			}
-			q := f.point(leaf.slot)
-			ext := 0.0
-			for j, v := range p {
-				ext += math.Abs(v - q[j])
-			}
-			if ext == 0 {
-				leaf.n++
-				leaf.slot = s // the newest duplicate: FIFO evicts the others first
-				tr.leafOf[s] = ^node
-				return float64(bn) / float64(bd), best
-			}
-			sepDim, cut, below = rrcfSeparate(f.uniform()*ext, p, q)
-			break
-		}
-		b := &tr.br[node]
-		nodeN = int64(b.n)
-		if sib, side := an-nodeN, nodeN+1; an >= 0 && sib*bd >= bn*side {
-			bn, bd, best = sib, side, adim
-		}
+	for node >= 0 {
+		b := &br[node]
 		box := tr.bounds(node, dim)[:len(p)]
 		ext := 0.0
 		for j, v := range p {
@@ -434,6 +428,12 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 				ext += v - hi
 			}
 		}
+		n := b.n
+		onChain := pend >= 0 // node is on q's chain: its count still includes q
+		if onChain {
+			n--
+		}
+		path = append(path, uint64(n)<<32|uint64(uint32(b.dim)))
 		if ext > 0 { // the span matters only when the point is outside the box
 			span := 0.0
 			for j := range p {
@@ -441,6 +441,14 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 			}
 			if r := f.uniform() * (span + ext); r < ext {
 				sepDim, cut, below = rrcfSeparateBox(r, p, box)
+				if onChain { // q leaves node and the chain below it; p does not enter
+					for a := pend; ; a = br[a].parent {
+						br[a].n--
+						if a == node {
+							break
+						}
+					}
+				}
 				break
 			}
 			for j, v := range p { // plain compares: coordinates are never NaN or −0
@@ -451,12 +459,43 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 				}
 			}
 		}
-		b.n++
-		an, adim = nodeN, int(b.dim)
 		parent = node
-		node = b.child[b2u(p[b.dim] > b.cut)] // no branch: the side is a coin flip
+		next := b.child[b2u(p[b.dim] > b.cut)] // no branch: the side is a coin flip
+		if !onChain {
+			b.n++
+		} else if node == pend {
+			pend = -1 // the chain ends here: below, the counts are settled
+		} else if b.child[b2u(q[b.dim] > b.cut)] != next {
+			// The paths part: q's chain below node loses q, p does not enter it.
+			for a := pend; a != node; a = br[a].parent {
+				br[a].n--
+			}
+			pend = -1
+		}
+		node = next
 	}
+	if node < 0 { // a leaf: the new point duplicates it or is separated from it
+		leaf := &tr.lf[^node]
+		path = append(path, uint64(leaf.n)<<32)
+		qq := f.point(leaf.slot)[:len(p)]
+		ext := 0.0
+		for j, v := range p {
+			ext += math.Abs(v - qq[j])
+		}
+		if ext == 0 {
+			leaf.n++
+			leaf.slot = s // the newest duplicate: FIFO evicts the others first
+			tr.leafOf[s] = ^node
+			f.path = path
+			bn, bd, best := rrcfPathCoDisp(path)
+			return float64(bn) / float64(bd), best
+		}
+		sepDim, cut, below = rrcfSeparate(f.uniform()*ext, p, qq)
+	}
+	f.path = path
 	// The new leaf's sibling is node, with all its points.
+	nodeN := int64(path[len(path)-1] >> 32)
+	bn, bd, best := rrcfPathCoDisp(path)
 	if nodeN*bd >= bn {
 		bn, bd, best = nodeN, 1, sepDim
 	}
@@ -466,7 +505,7 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 	nl := tr.allocLeaf()
 	tr.lf[nl] = rrcfLeaf{parent: nb, n: 1, slot: s}
 	tr.leafOf[s] = nl
-	b := &tr.br[nb]
+	b := &br[nb]
 	b.cut, b.dim, b.parent, b.n = cut, int32(sepDim), parent, int32(nodeN)+1
 	if below {
 		b.child = [2]int32{^nl, node}
@@ -476,12 +515,12 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 	nbox := tr.bounds(nb, dim)[:len(p)]
 	if node < 0 {
 		tr.lf[^node].parent = nb
-		q := f.point(tr.lf[^node].slot)[:len(p)]
+		qq := f.point(tr.lf[^node].slot)[:len(p)]
 		for j, v := range p {
-			nbox[j] = [2]float64{min(q[j], v), max(q[j], v)}
+			nbox[j] = [2]float64{min(qq[j], v), max(qq[j], v)}
 		}
 	} else {
-		tr.br[node].parent = nb
+		br[node].parent = nb
 		cbox := tr.bounds(node, dim)[:len(p)]
 		for j, v := range p {
 			nbox[j] = [2]float64{min(cbox[j][0], v), max(cbox[j][1], v)}
@@ -490,10 +529,29 @@ func (f *rrcfForest) insert(tr *rrcfTree, s int32) (float64, int) {
 	if parent < 0 {
 		tr.root = nb
 	} else {
-		pb := &tr.br[parent]
+		pb := &br[parent]
 		pb.child[b2u(pb.child[1] == node)] = nb
 	}
 	return float64(bn) / float64(bd), best
+}
+
+// rrcfPathCoDisp is the max over the path's consecutive pairs, an ancestor with nA points
+// and its child on the path with nC, of (nA − nC) / (nC + 1), as a fraction, with the
+// ancestor's cut dimension (0/1 and −1 for a path of one node). Ties go to the deeper.
+func rrcfPathCoDisp(path []uint64) (bn, bd int64, best int) {
+	bn, bd, best = 0, 1, -1
+	if len(path) == 0 {
+		return
+	}
+	an, adim := int64(path[0]>>32), int(int32(uint32(path[0])))
+	for _, e := range path[1:] {
+		nc := int64(e >> 32)
+		if sib, side := an-nc, nc+1; sib*bd >= bn*side {
+			bn, bd, best = sib, side, adim
+		}
+		an, adim = nc, int(int32(uint32(e)))
+	}
+	return
 }
 
 // rrcfSeparate picks, for r uniform in [0, ext) with ext = Σ_j |p_j − q_j|, the dimension
@@ -559,17 +617,11 @@ func rrcfCut(j int, r, v, lo, hi float64) (int, float64, bool) {
 	return j, cut, false
 }
 
-// remove evicts the point in slot s from tree tr: a duplicate only lowers counts; a
+// unlink evicts the point in slot s from tree tr: a duplicate only lowers its count; a
 // distinct point takes its leaf and parent branch out, its sibling moves up, and the
-// boxes above shrink as far as the point was on their boundary.
-func (f *rrcfForest) remove(tr *rrcfTree, s int32) {
-	for a := f.unlink(tr, s); a >= 0; a = tr.br[a].parent {
-		tr.br[a].n--
-	}
-}
-
-// unlink takes the point in slot s out of tree tr and shrinks the boxes above it, and
-// returns the lowest ancestor whose count is still to be lowered (−1: none).
+// boxes above shrink as far as the point was on their boundary. It returns the lowest
+// ancestor whose count is still to be lowered, as are all above it (−1: none); insert
+// settles those on its way down.
 func (f *rrcfForest) unlink(tr *rrcfTree, s int32) int32 {
 	li := tr.leafOf[s]
 	leaf := &tr.lf[li]
@@ -609,37 +661,46 @@ func (f *rrcfForest) unlink(tr *rrcfTree, s int32) int32 {
 	return -1
 }
 
-// shrink recomputes from its children the sides of branch a's box that point q, which has
-// left a's subtree, was on, and reports whether any moved: if none did, no box above can.
+// shrink recomputes branch a's box from its children when point q, which has left a's
+// subtree, was on its boundary, and reports whether the box moved: if not, no box above
+// can. The box is the union of the children's, taken whole and without branches: which
+// side moves, and which child holds it, are coin flips that a branch per side mispredicts.
 func (f *rrcfForest) shrink(tr *rrcfTree, a int32, q []float64) bool {
 	box := tr.bounds(a, f.dim)[:len(q)]
-	c := tr.br[a].child
-	moved := false
+	on := uint32(0)
 	for j, v := range q {
-		if v != box[j][0] && v != box[j][1] {
-			continue // q was inside: others hold this side
-		}
-		llo, lhi := f.side(tr, c[0], j)
-		rlo, rhi := f.side(tr, c[1], j)
-		// Plain compares: coordinates are never NaN or −0.
-		if v == box[j][0] {
-			m := llo
-			if rlo < m {
-				m = rlo
-			}
-			moved = moved || m != v
-			box[j][0] = m
-		}
-		if v == box[j][1] {
-			m := lhi
-			if rhi > m {
-				m = rhi
-			}
-			moved = moved || m != v
-			box[j][1] = m
-		}
+		// Bits compare as the coordinates do: they are never NaN or −0.
+		qb := math.Float64bits(v)
+		on |= b2u(qb == math.Float64bits(box[j][0])) | b2u(qb == math.Float64bits(box[j][1]))
 	}
-	return moved
+	if on == 0 {
+		return false // q was inside: the others hold every side
+	}
+	c := tr.br[a].child
+	l0, h0, st0 := f.sides(tr, c[0])
+	l1, h1, st1 := f.sides(tr, c[1])
+	moved := uint32(0)
+	for j := range box {
+		o0, o1 := uintptr(j)*st0, uintptr(j)*st1
+		// min and max compile to MINSD and MAXSD; coordinates are never NaN or −0.
+		lo := min(*(*float64)(unsafe.Add(l0, o0)), *(*float64)(unsafe.Add(l1, o1)))
+		hi := max(*(*float64)(unsafe.Add(h0, o0)), *(*float64)(unsafe.Add(h1, o1)))
+		moved |= b2u(math.Float64bits(lo) != math.Float64bits(box[j][0])) |
+			b2u(math.Float64bits(hi) != math.Float64bits(box[j][1]))
+		box[j] = [2]float64{lo, hi}
+	}
+	return moved != 0
+}
+
+// sides locates a child ref's box: its low and high in dimension j at lo and hi plus
+// j·step bytes, a branch's box, or its point, low and high at once, for a leaf.
+func (f *rrcfForest) sides(tr *rrcfTree, ref int32) (lo, hi unsafe.Pointer, step uintptr) {
+	if ref < 0 {
+		p := unsafe.Pointer(&f.point(tr.lf[^ref].slot)[0])
+		return p, p, 8
+	}
+	b := &tr.box[int(ref)*f.dim]
+	return unsafe.Pointer(&b[0]), unsafe.Pointer(&b[1]), 16
 }
 
 // MarshalBinary implements Persistent: the configuration and seed, every series' shingle

@@ -151,6 +151,16 @@ func TestRRCFInvariantsAndCoDisp(t *testing.T) {
 			x[0] = math.Sin(float64(i)/5) + 0.1*rng.NormFloat64()
 			x[1] = float64(i % 4)
 		}},
+		// Deeper trees over 8 dimensions, with repeated values: evictions whose boxes shrink
+		// several levels up, and insertions sharing a long upper path with them.
+		{"shingle-4-deep", RRCFConfig{Trees: 8, TreeSize: 128, Shingle: 4}, 2, func(rng *rand.Rand, i int, x []float64) {
+			for j := range x {
+				x[j] = math.Sin(2*math.Pi*float64(i)/64) + 0.1*rng.NormFloat64()
+				if i%13 == 0 {
+					x[j] = float64(rng.IntN(3))
+				}
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRRCF(t, tc.cfg, 3)
