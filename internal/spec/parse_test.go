@@ -365,7 +365,7 @@ func TestDefault(t *testing.T) {
 	want := &Spec{
 		Name:       "default",
 		Input:      Input{Topic: "records", Format: FormatAuto, MaxBytes: 1 << 20, SchemaIDs: []uint32{1}},
-		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 128},
+		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 512},
 		Ensemble: Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 100,
 			Likelihood: Likelihood{Short: 0, Long: 5000}, Suppress: 25},
 		Output: Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
@@ -373,7 +373,7 @@ func TestDefault(t *testing.T) {
 	for _, d := range []struct {
 		name  string
 		given detectors.Params
-	}{{"zscore", nil}, {"ewma", detectors.Params{"alpha": 0.01}}, {"hst", nil}} {
+	}{{"ewma", detectors.Params{"alpha": 0.01}}, {"hst", nil}, {"seasonal", detectors.Params{"min_samples": 8}}} {
 		name := d.name
 		info, err := detectors.Lookup(name)
 		if err != nil {
