@@ -96,6 +96,10 @@ func TestCommandsAvroThroughTheStages(t *testing.T) {
 	if !regexp.MustCompile(`gonomaly\.records\s+4\s+3000\s`).MatchString(topics) || !regexp.MustCompile(`gonomaly\.results\s+4\s+3000\s`).MatchString(topics) {
 		t.Fatalf("topics output:\n%s", topics)
 	}
+	// While nothing is committed, lag finds the topics from the members' assignments.
+	if lag, _ := gonomaly(t, "lag", "--brokers", addr, "--group", "gonomaly.avro.ensemble"); !strings.Contains(lag, "gonomaly.scores") {
+		t.Fatalf("lag of a running group without --topic:\n%s", lag)
+	}
 	waitFor(t, "the detect group to catch up", 20*time.Second, func() bool {
 		lag, _ := gonomaly(t, "lag", "--brokers", addr, "--group", "gonomaly.avro.detect", "--topic", "gonomaly.features")
 		return regexp.MustCompile(`TOTAL \(gonomaly\.avro\.detect\)\s+0\n`).MatchString(lag)

@@ -209,7 +209,13 @@ func GroupLag(ctx context.Context, adm *kadm.Client, group string, topics ...str
 	}
 	committed.Each(func(o kadm.OffsetResponse) { set[o.Topic] = true })
 	if len(set) == 0 {
-		return nil, fmt.Errorf("group %s has no committed offsets; name the topics it reads with --topic", group)
+		// Nothing committed yet: the members' assignments say what the group reads.
+		if described, err := adm.DescribeGroups(ctx, group); err == nil {
+			described.AssignedPartitions().Each(func(t string, _ int32) { set[t] = true })
+		}
+	}
+	if len(set) == 0 {
+		return nil, fmt.Errorf("group %s has no committed offsets and no members; name the topics it reads with --topic", group)
 	}
 	all := make([]string, 0, len(set))
 	for t := range set {

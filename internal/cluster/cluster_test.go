@@ -114,6 +114,31 @@ func TestGroupLag(t *testing.T) {
 	if total != 10 {
 		t.Fatalf("lag of a group that read nothing: %d, want 10", total)
 	}
+	// A group that has joined but committed nothing: its assignment names the topic.
+	member := testkit.Client(t, brokers, kgo.ConsumerGroup("member-only"), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit())
+	joinCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		member.PollFetches(joinCtx)
+		described, _ := adm.DescribeGroups(ctx, "member-only")
+		n := 0
+		described.AssignedPartitions().Each(func(string, int32) { n++ })
+		if n == 2 || joinCtx.Err() != nil {
+			break
+		}
+	}
+	lags, err = cluster.GroupLag(ctx, adm, "member-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total = 0
+	for _, l := range lags {
+		total += l.Lag
+	}
+	if len(lags) != 2 || total != 10 {
+		t.Fatalf("lag of a joined group that committed nothing: %+v, want 2 partitions and 10 in total", lags)
+	}
+
 	offsets := kadm.Offsets{}
 	offsets.Add(kadm.Offset{Topic: topic, Partition: 0, At: end0.Offset - 2})
 	offsets.Add(kadm.Offset{Topic: topic, Partition: 1, At: end1.Offset})
