@@ -149,7 +149,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			break
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			r.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+			r.badLog.Warn("fetch error", "topic", topic, "partition", p, "err", err) // kgo retries; a dead topic would flood
 		})
 		r.mu.Lock()
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
