@@ -4,7 +4,7 @@ BIN       := bin/gonomaly
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build run test test-short lint vet fmt-check bench bench-pipeline fuzz clean
+.PHONY: all build run test test-long test-short lint vet fmt-check bench bench-pipeline fuzz clean
 
 all: build
 
@@ -20,6 +20,11 @@ run: build
 # detector, plus vet and format checks.
 test: lint
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+
+# The full accuracy checks: PyOD's 10-split protocol on the four reference datasets and
+# Isolation Forest against its paper on the large gzipped ones (about 25 s; .ci/run runs it after make test).
+test-long:
+	GONOMALY_LONG=1 $(GO) test -count=1 -timeout 30m -run 'Quality|Paper|MatchPyOD' ./detectors/
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
