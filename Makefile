@@ -4,7 +4,7 @@ BIN       := bin/gonomaly
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build run test test-long test-short lint vet fmt-check bench bench-pipeline fuzz clean
+.PHONY: all build run test test-long test-short lint vet fmt-check bench bench-pipeline fuzz clean kafka-up kafka-down test-kafka
 
 all: build
 
@@ -28,6 +28,27 @@ test-long:
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+# A single-node Apache Kafka 4.x (KRaft) from Maven Central jars with the machine's Java,
+# on 127.0.0.1:$(KAFKA_PORT); the jars are cached under ~/.cache/gonomaly (scripts/kafka.sh).
+KAFKA_PORT ?= 19092
+# The packages whose integration tests take their broker from testkit.Brokers, so honour
+# KAFKA_BROKERS (processors' runner tests inject faults into the embedded broker: not here).
+KAFKA_PKGS := ./internal/app/ ./internal/cluster/ ./sinks/
+
+kafka-up:
+	KAFKA_PORT=$(KAFKA_PORT) ./scripts/kafka.sh up
+
+kafka-down:
+	KAFKA_PORT=$(KAFKA_PORT) ./scripts/kafka.sh down
+
+# The integration tests against real Kafka: up, test, and down whatever the tests did.
+test-kafka:
+	@export KAFKA_PORT=$(KAFKA_PORT); \
+	trap './scripts/kafka.sh down' EXIT; trap 'exit 130' INT TERM; \
+	./scripts/kafka.sh up || exit 1; \
+	echo "KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) $(GO) test -count=1 -timeout 15m $(KAFKA_PKGS)"; \
+	KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) $(GO) test -count=1 -timeout 15m $(KAFKA_PKGS)
 
 lint: vet fmt-check
 

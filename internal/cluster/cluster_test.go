@@ -31,18 +31,46 @@ func TestEnsureTopicsIsIdempotentAndReportsPartitionMismatch(t *testing.T) {
 		}
 	}
 	// A fresh client: kadm answers from a metadata cache that still remembers the topics
-	// as missing.
-	adm = kadm.NewClient(testkit.Client(t, brokers))
-	details, err := adm.ListTopics(ctx, c.Topic("records"), c.Topic("jobs.status"), c.Topic("state.detect"))
-	if err != nil {
-		t.Fatal(err)
+	// as missing (and a short metadata min age keeps this one from caching "missing" for
+	// 5 s in turn). On Kafka (KRaft) CreateTopics answers once the controller has the
+	// topic; the broker that serves Metadata and DescribeConfigs learns of it a moment
+	// later and answers UNKNOWN_TOPIC_OR_PARTITION until then: wait for that, then check
+	// what it reports.
+	adm = kadm.NewClient(testkit.Client(t, brokers, kgo.MetadataMinAge(50*time.Millisecond)))
+	var (
+		details kadm.TopicDetails
+		configs kadm.ResourceConfigs
+	)
+	visible := func() error {
+		if details, err = adm.ListTopics(ctx, c.Topic("records"), c.Topic("jobs.status"), c.Topic("state.detect")); err != nil {
+			return err
+		}
+		if err = details.Error(); err != nil {
+			return err
+		}
+		if configs, err = adm.DescribeTopicConfigs(ctx, c.Topic("jobs.status"), c.Topic("state.detect"), c.Topic("records")); err != nil {
+			return err
+		}
+		for _, rc := range configs {
+			if rc.Err != nil {
+				return fmt.Errorf("describe configs of %s: %w", rc.Name, rc.Err)
+			}
+		}
+		return nil
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err = visible(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topics created by EnsureTopics not visible after 15s: %v", err)
+		}
 	}
 	if got := len(details[c.Topic("records")].Partitions); got != 4 {
 		t.Fatalf("records has %d partitions, want 4", got)
 	}
-	configs, err := adm.DescribeTopicConfigs(ctx, c.Topic("jobs.status"), c.Topic("state.detect"), c.Topic("records"))
-	if err != nil {
-		t.Fatal(err)
+	if len(configs) != 3 {
+		t.Fatalf("described the configs of %d topics, want 3", len(configs))
 	}
 	for _, rc := range configs {
 		want := "compact"
@@ -82,6 +110,9 @@ func TestGroupLag(t *testing.T) {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	topic := c.Topic("records")
+	// Group names carry the test's prefix too: on a shared cluster (KAFKA_BROKERS) a fixed
+	// name would still hold the offsets an earlier run committed, on its own topic.
+	nobody, memberOnly, g := c.Prefix+"nobody", c.Prefix+"member-only", c.Prefix+"g"
 	if _, err := adm.CreateTopic(ctx, 2, -1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +131,7 @@ func TestGroupLag(t *testing.T) {
 	if end0.Offset < 2 {
 		t.Fatalf("partition 0 got %d records; the test needs 2", end0.Offset)
 	}
-	lags, err := cluster.GroupLag(ctx, adm, "nobody", topic)
+	lags, err := cluster.GroupLag(ctx, adm, nobody, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,19 +146,19 @@ func TestGroupLag(t *testing.T) {
 		t.Fatalf("lag of a group that read nothing: %d, want 10", total)
 	}
 	// A group that has joined but committed nothing: its assignment names the topic.
-	member := testkit.Client(t, brokers, kgo.ConsumerGroup("member-only"), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit())
+	member := testkit.Client(t, brokers, kgo.ConsumerGroup(memberOnly), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit())
 	joinCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
 		member.PollFetches(joinCtx)
-		described, _ := adm.DescribeGroups(ctx, "member-only")
+		described, _ := adm.DescribeGroups(ctx, memberOnly)
 		n := 0
 		described.AssignedPartitions().Each(func(string, int32) { n++ })
 		if n == 2 || joinCtx.Err() != nil {
 			break
 		}
 	}
-	lags, err = cluster.GroupLag(ctx, adm, "member-only")
+	lags, err = cluster.GroupLag(ctx, adm, memberOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,10 +173,10 @@ func TestGroupLag(t *testing.T) {
 	offsets := kadm.Offsets{}
 	offsets.Add(kadm.Offset{Topic: topic, Partition: 0, At: end0.Offset - 2})
 	offsets.Add(kadm.Offset{Topic: topic, Partition: 1, At: end1.Offset})
-	if _, err := adm.CommitOffsets(ctx, "g", offsets); err != nil {
+	if _, err := adm.CommitOffsets(ctx, g, offsets); err != nil {
 		t.Fatal(err)
 	}
-	lags, err = cluster.GroupLag(ctx, adm, "g")
+	lags, err = cluster.GroupLag(ctx, adm, g)
 	if err != nil {
 		t.Fatal(err)
 	}
