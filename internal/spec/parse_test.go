@@ -80,7 +80,7 @@ var badSpecs = []struct {
 
 	// Bad enumerations.
 	{"bad ensemble method", "ensemble:\n  method: median2\n",
-		`pipeline.yaml:2: ensemble.method: "median2" is not one of mean, max, weighted_mean`},
+		`pipeline.yaml:2: ensemble.method: "median2" is not one of mean, max, weighted_mean, median, aom, vote`},
 	{"bad input format", "input:\n  format: xml\n",
 		`pipeline.yaml:2: input.format: "xml" is not one of auto, json, avro, confluent`},
 	{"bad output format", "output:\n  format: confluent\n",
@@ -197,11 +197,11 @@ var badSpecs = []struct {
 		`pipeline.yaml:3: invalid YAML: unknown anchor 'det' referenced`},
 
 	// All problems at once, in line order.
-	{"many problems", "name: p\ninput:\n  format: xml\n  topic: 7\n  extra: 1\nensemble:\n  threshold: 2\n  method: median\noutput:\n  format: csv\n",
+	{"many problems", "name: p\ninput:\n  format: xml\n  topic: 7\n  extra: 1\nensemble:\n  threshold: 2\n  method: medium\noutput:\n  format: csv\n",
 		"pipeline.yaml:3: input.format: \"xml\" is not one of auto, json, avro, confluent\n" +
 			"pipeline.yaml:5: input.extra: unknown field (known: topic, format, max_bytes, schema_ids)\n" +
 			"pipeline.yaml:7: ensemble.threshold: must be greater than 0 and at most 1, got 2\n" +
-			"pipeline.yaml:8: ensemble.method: \"median\" is not one of mean, max, weighted_mean\n" +
+			"pipeline.yaml:8: ensemble.method: \"medium\" is not one of mean, max, weighted_mean, median, aom, vote\n" +
 			"pipeline.yaml:10: output.format: \"csv\" is not one of json, avro"},
 	{"no cascade from a bad detector", "detectors:\n  - [spectest]\n  - algorithm: [spectest]\n",
 		"pipeline.yaml:2: detectors[0]: expected a mapping, got a list\n" +

@@ -39,7 +39,7 @@ type Detector struct {
 
 // Ensemble says how detector scores become one verdict.
 type Ensemble struct {
-	Method            string  `yaml:"method"`             // max (default), mean, weighted_mean
+	Method            string  `yaml:"method"`             // max (default), mean, median, weighted_mean, aom, vote
 	Calibration       string  `yaml:"calibration"`        // pot (default), ecdf, gaussian
 	CalibrationWindow int     `yaml:"calibration_window"` // scores remembered per detector and partition; default 2000
 	Threshold         float64 `yaml:"threshold"`          // combined score at or above which a record is an anomaly; default 0.9995

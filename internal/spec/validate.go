@@ -92,7 +92,7 @@ func validate(s *Spec, report func(path, msg string), inFile func(path string) b
 
 	resolved := checkDetectors(report, s.Detectors)
 
-	checkEnum(report, "ensemble.method", s.Ensemble.Method, MethodMean, MethodMax, MethodWeightedMean)
+	checkEnum(report, "ensemble.method", s.Ensemble.Method, detectors.CombineMethods()...)
 	checkEnum(report, "ensemble.calibration", s.Ensemble.Calibration, CalibrationECDF, CalibrationGaussian, CalibrationPOT)
 	checkRange(report, "ensemble.calibration_window", s.Ensemble.CalibrationWindow, minCalibrationWindow, maxCalibrationWindow)
 	if t := s.Ensemble.Threshold; !(t > 0 && t <= 1) {
