@@ -85,6 +85,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	dataDir := fs.String("data-dir", "", "embedded broker data directory (empty: in memory)")
 	specPath := fs.String("spec", "", "pipeline spec YAML (empty: the built-in default)")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz, /debug/pprof here (empty: off)")
+	apiAddr := fs.String("api-addr", "127.0.0.1:8080", "serve the HTTP API (/api/v1) here (empty: off)")
 	demo := fs.Bool("demo", false, "publish a synthetic stream with injected anomalies")
 	demoRate := fs.Float64("demo-rate", 2000, "records/s of the demo stream")
 	demoSeries := fs.Int("demo-series", 20, "series in the demo stream")
@@ -105,7 +106,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	}
 	cfg := app.RunConfig{
 		Cluster: c, BrokerListen: *listen, BrokerDataDir: *dataDir, Spec: s,
-		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, Logger: env.log,
+		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, APIAddr: *apiAddr, Logger: env.log,
 	}
 	if !*quiet {
 		cfg.Print = env.stdout

@@ -37,6 +37,7 @@ var commands = []command{
 	{"broker", "standalone embedded Kafka-compatible broker with --data-dir persistence", cmdBroker},
 	{"produce", "publish records from CSV, NDJSON, stdin or a synthetic generator", cmdProduce},
 	{"process", "run one or more pipeline stages (--stage preprocess,detect,ensemble) as consumer groups", cmdProcess},
+	{"api", "the HTTP API (/api/v1: detectors, detect, records) on --api-addr", cmdAPI},
 	{"sink", "write a topic to a sink (--to stdout|jsonl:PATH)", cmdSink},
 	{"topics", "list topics with partitions and end offsets", cmdTopics},
 	{"lag", "consumer lag per partition of a group", cmdLag},

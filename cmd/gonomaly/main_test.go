@@ -188,7 +188,7 @@ func TestUnreachableBrokerExitsNonZeroNamingIt(t *testing.T) {
 }
 
 func TestRunDemoPrintsAnomalyEventsAndStopsCleanly(t *testing.T) {
-	p := start(t, "run", "--demo", "--metrics-addr", "127.0.0.1:0", "--demo-rate", "5000")
+	p := start(t, "run", "--demo", "--metrics-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--demo-rate", "5000")
 	lines := make(chan string)
 	go func() {
 		for {

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gonomaly/gonomaly/api"
 	"github.com/gonomaly/gonomaly/internal/broker"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
@@ -122,6 +123,7 @@ type RunConfig struct {
 	Print         io.Writer // anomaly events as JSON lines; nil: not printed
 	SinkURIs      []string  // extra sinks of the anomalies topic
 	MetricsAddr   string    // empty: no metrics server
+	APIAddr       string    // the HTTP API; empty: not served
 	Demo          *producers.SyntheticConfig
 	DemoRate      float64
 	Registry      *prometheus.Registry
@@ -178,6 +180,14 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 		fns = append(fns, func(ctx context.Context) error { return metrics.Serve(ctx, log) })
 	}
+	if cfg.APIAddr != "" {
+		serve, closeAPI, err := startAPI(cfg.APIAddr, c, topics.Records, reg, log)
+		if err != nil {
+			return err
+		}
+		defer closeAPI() // after runAll: in-flight ingests finish before the client closes
+		fns = append(fns, serve)
+	}
 	fns = append(fns, func(ctx context.Context) error {
 		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log})
 	})
@@ -221,6 +231,26 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	log.Info("pipeline running", "pipeline", cfg.Spec.Name, "brokers", c.Brokers, "input", topics.Records, "anomalies", topics.Anomalies)
 	return runAll(ctx, fns...)
+}
+
+// startAPI binds the API's address (so a busy port fails the start) and returns the
+// server's run function and the closer of its ingest client.
+func startAPI(addr string, c cluster.Config, recordsTopic string, reg prometheus.Registerer, log *slog.Logger) (func(context.Context) error, func(), error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"))
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := api.New(api.Config{Client: cl, Topics: api.Topics{Records: recordsTopic}, Registerer: reg, Logger: log})
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	ln, err := api.Listen(addr)
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, cl.Close, nil
 }
 
 // runDemo publishes synthetic records with injected anomalies until ctx ends.

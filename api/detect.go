@@ -1,0 +1,346 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gonomaly/gonomaly/detectors"
+)
+
+// detectorsResponse is GET /detectors: the registry as the pipeline spec sees it.
+type detectorsResponse struct {
+	Detectors []detectors.Info `json:"detectors"`
+}
+
+func (s *Server) listDetectors(c echo.Context) error {
+	list := detectors.List() // sorted by name
+	for i := range list {
+		if list[i].Params == nil {
+			list[i].Params = []detectors.Param{} // [] rather than null: every entry has the same shape
+		}
+	}
+	return c.JSON(http.StatusOK, detectorsResponse{Detectors: list})
+}
+
+// detectRequest is POST /detect. Rows and Train are decoded by parseMatrix, which names
+// the row and column at fault; params by parseParams, which names the parameter.
+type detectRequest struct {
+	Algorithm string                     `json:"algorithm"`
+	Params    map[string]json.RawMessage `json:"params"`
+	Rows      json.RawMessage            `json:"rows"`
+	Train     json.RawMessage            `json:"train"`
+	Seed      *uint64                    `json:"seed"`
+}
+
+// DefaultSeed seeds randomised detectors when a request gives no seed, so that the
+// same request always gets the same scores.
+const DefaultSeed = 1
+
+type detectResponse struct {
+	Algorithm string           `json:"algorithm"`
+	Kind      detectors.Kind   `json:"kind"`
+	Params    detectors.Params `json:"params"`
+	Seed      uint64           `json:"seed"`
+	Rows      int              `json:"rows"`
+	Scores    []score          `json:"scores"`
+}
+
+// score is a detector score in JSON: NaN (a streaming detector warming up) is null, and
+// ±Inf, which JSON cannot carry, is ±MaxFloat64.
+type score float64
+
+func (v score) MarshalJSON() ([]byte, error) {
+	f := float64(v)
+	switch {
+	case math.IsNaN(f):
+		return []byte("null"), nil
+	case math.IsInf(f, 1):
+		f = math.MaxFloat64
+	case math.IsInf(f, -1):
+		f = -math.MaxFloat64
+	}
+	return strconv.AppendFloat(nil, f, 'g', -1, 64), nil
+}
+
+// detect scores rows with one detector. A batch detector is fitted on train (default:
+// the rows themselves) and scores every row. A streaming detector sees train, then rows,
+// in order as one series, scoring each row before learning it.
+func (s *Server) detect(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	req, p := decodeDetectRequest(body)
+	if p != nil {
+		return p
+	}
+	if req.Algorithm == "" {
+		return badRequest("algorithm", "algorithm: missing (known: %s)", strings.Join(detectorNames(), ", "))
+	}
+	info, err := detectors.Lookup(req.Algorithm)
+	if err != nil {
+		return badRequest("algorithm", "algorithm: %v", err)
+	}
+	given, p := parseParams(req.Params)
+	if p != nil {
+		return p
+	}
+	params, p := resolveParams(info, given)
+	if p != nil {
+		return p
+	}
+	if isAbsent(req.Rows) {
+		return badRequest("rows", "rows: missing (want an array of rows, each an array of numbers)")
+	}
+	rows, p := parseMatrix(req.Rows, "rows", s.cfg.MaxRows, 0, "")
+	if p != nil {
+		return p
+	}
+	train := rows
+	if !isAbsent(req.Train) {
+		if train, p = parseMatrix(req.Train, "train", s.cfg.MaxRows, rows.Cols, "the width of rows"); p != nil {
+			return p
+		}
+	}
+	seed := uint64(DefaultSeed)
+	if req.Seed != nil {
+		seed = *req.Seed
+	}
+
+	select {
+	case s.detectSlots <- struct{}{}:
+		defer func() { <-s.detectSlots }()
+	case <-c.Request().Context().Done():
+		return problem(http.StatusServiceUnavailable, TypeUnavailable, "", "the request ended while waiting for a free core")
+	}
+	scores := make([]float64, rows.Rows)
+	switch info.Kind {
+	case detectors.KindBatch:
+		det, err := info.NewBatch(params, seed)
+		if err != nil {
+			return badRequest("params", "%v", err)
+		}
+		if err := det.Fit(train); err != nil {
+			return badRequest(trainField(req), "cannot fit %s: %v", info.Name, err)
+		}
+		if err := det.Score(rows, scores); err != nil {
+			return badRequest("rows", "cannot score with %s: %v", info.Name, err)
+		}
+	case detectors.KindStreaming:
+		det, err := info.NewStreaming(params, seed)
+		if err != nil {
+			return badRequest("params", "%v", err)
+		}
+		const series = "api"
+		if !isAbsent(req.Train) {
+			for i := range train.Rows {
+				det.ScoreLearn(series, train.Row(i), nil)
+			}
+		}
+		for i := range rows.Rows {
+			scores[i] = det.ScoreLearn(series, rows.Row(i), nil)
+		}
+	default:
+		return fmt.Errorf("detector %s has unknown kind %q", info.Name, info.Kind)
+	}
+	out := make([]score, len(scores))
+	for i, v := range scores {
+		out[i] = score(v)
+	}
+	return c.JSON(http.StatusOK, detectResponse{
+		Algorithm: info.Name, Kind: info.Kind, Params: params, Seed: seed, Rows: rows.Rows, Scores: out,
+	})
+}
+
+func trainField(req detectRequest) string {
+	if isAbsent(req.Train) {
+		return "rows"
+	}
+	return "train"
+}
+
+func detectorNames() []string {
+	var names []string
+	for _, d := range detectors.List() {
+		names = append(names, d.Name)
+	}
+	return names
+}
+
+func isAbsent(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// decodeDetectRequest decodes the body strictly: one JSON object, known fields only.
+func decodeDetectRequest(body []byte) (detectRequest, *Problem) {
+	var req detectRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, problem(http.StatusBadRequest, TypeInvalidJSON, "", "empty body: want a JSON object with algorithm and rows")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, jsonProblem(err, 0)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		off := dec.InputOffset()
+		return req, withOffset(problem(http.StatusBadRequest, TypeInvalidJSON, "", "unexpected data after the JSON object at byte %d", off), off)
+	}
+	return req, nil
+}
+
+// parseParams reads each parameter as a number, naming the one that is not.
+func parseParams(raw map[string]json.RawMessage) (detectors.Params, *Problem) {
+	out := make(detectors.Params, len(raw))
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
+		field := "params." + name
+		v, what := jsonNumber(raw[name])
+		if what != "" {
+			return nil, problem(http.StatusBadRequest, TypeInvalidJSON, field, "%s: want a number, got %s", field, what)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+// resolveParams checks the parameters one at a time, so that the problem can name the
+// one at fault; the message is the registry's, with the range.
+func resolveParams(info detectors.Info, given detectors.Params) (detectors.Params, *Problem) {
+	for _, name := range slices.Sorted(maps.Keys(given)) {
+		if _, err := info.Resolve(detectors.Params{name: given[name]}); err != nil {
+			return nil, badRequest("params."+name, "%v", err)
+		}
+	}
+	params, err := info.Resolve(given)
+	if err != nil {
+		return nil, badRequest("params", "%v", err)
+	}
+	return params, nil
+}
+
+// jsonNumber parses one JSON value as a finite number. Otherwise it describes what the
+// value is ("null", "a string", "1e999, not a finite number").
+func jsonNumber(raw []byte) (float64, string) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return 0, "nothing"
+	}
+	switch raw[0] {
+	case '"':
+		return 0, "a string"
+	case 'n':
+		return 0, "null"
+	case 't', 'f':
+		return 0, "a boolean"
+	case '[':
+		return 0, "an array"
+	case '{':
+		return 0, "an object"
+	}
+	v, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, string(raw) + ", not a finite number"
+	}
+	return v, ""
+}
+
+// parseMatrix decodes an array of rows of numbers into a Matrix, checking as it goes:
+// at most maxRows rows, none empty, all as wide as the first (or as width when it is
+// given, which widthOf explains), every value a finite number. raw is valid JSON: the
+// request decoder has checked it.
+func parseMatrix(raw json.RawMessage, field string, maxRows, width int, widthOf string) (detectors.Matrix, *Problem) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m detectors.Matrix
+	tok, err := dec.Token()
+	if err != nil {
+		return m, jsonProblem(err, 0)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return m, problem(http.StatusBadRequest, TypeInvalidJSON, field, "%s: want an array of rows, got %s", field, describeToken(tok))
+	}
+	cols := width
+	for dec.More() {
+		if m.Rows == maxRows {
+			return m, problem(http.StatusRequestEntityTooLarge, TypeTooLarge, field, "%s: more than %d rows (the limit of one request; submit a job for more)", field, maxRows)
+		}
+		rowField := fmt.Sprintf("%s[%d]", field, m.Rows)
+		if tok, err = dec.Token(); err != nil {
+			return m, jsonProblem(err, 0)
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '[' {
+			return m, problem(http.StatusBadRequest, TypeInvalidJSON, rowField, "%s: want an array of numbers, got %s", rowField, describeToken(tok))
+		}
+		n := 0
+		for dec.More() {
+			if tok, err = dec.Token(); err != nil {
+				return m, jsonProblem(err, 0)
+			}
+			cell := fmt.Sprintf("%s[%d]", rowField, n)
+			num, ok := tok.(json.Number)
+			if !ok {
+				return m, problem(http.StatusBadRequest, TypeInvalidJSON, cell, "%s: want a number, got %s", cell, describeToken(tok))
+			}
+			v, err := num.Float64()
+			if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+				return m, badRequest(cell, "%s: %s is not a finite number", cell, num)
+			}
+			m.Data = append(m.Data, v)
+			n++
+		}
+		if _, err = dec.Token(); err != nil { // the row's ']'
+			return m, jsonProblem(err, 0)
+		}
+		switch {
+		case n == 0:
+			return m, badRequest(rowField, "%s: empty row (want at least one number)", rowField)
+		case cols == 0:
+			cols = n
+		case n != cols:
+			of := widthOf
+			if of == "" {
+				of = "the width of " + field + "[0]"
+			}
+			return m, badRequest(rowField, "%s: has %d values, want %d (%s)", rowField, n, cols, of)
+		}
+		m.Rows++
+	}
+	if m.Rows == 0 {
+		return m, badRequest(field, "%s: empty (want at least one row)", field)
+	}
+	m.Cols = cols
+	return m, nil
+}
+
+// describeToken names a JSON token for "want X, got Y" messages.
+func describeToken(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		switch v {
+		case '[':
+			return "an array"
+		case '{':
+			return "an object"
+		}
+		return string(v)
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number (" + v.String() + ")"
+	}
+	return fmt.Sprintf("%v", tok)
+}

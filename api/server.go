@@ -1,0 +1,193 @@
+// Package api is gonomaly's HTTP API (Echo, under /api/v1): it lists the detectors,
+// scores small batches synchronously and ingests records into the records topic, so that
+// services without a Kafka client can use the pipeline. Every error is an RFC 9457
+// application/problem+json response that names the field, row or line at fault.
+//
+// The server holds no state of its own (API replicas are interchangeable); the Kafka
+// client and the metrics registry are given to it, so tests build exactly what main does.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Prefix is where the versioned routes live.
+const Prefix = "/api/v1"
+
+// Defaults of Config's limits.
+const (
+	DefaultMaxBodyBytes    = 10 << 20
+	DefaultMaxRows         = 10_000
+	DefaultProduceTimeout  = 30 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Topics names the topics the API writes to.
+type Topics struct {
+	Records string // POST /records publishes here
+}
+
+// Config configures a Server. Zero limits take the defaults.
+type Config struct {
+	// Client publishes ingested records; the caller owns it. Nil: POST /records answers
+	// 503, the other routes work.
+	Client *kgo.Client
+	Topics Topics
+	// Registerer receives the HTTP metrics; nil: not registered anywhere.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+
+	MaxBodyBytes    int64         // request bodies above this get 413
+	MaxRows         int           // rows (and train rows) of one POST /detect
+	ProduceTimeout  time.Duration // how long POST /records waits for the broker's acks
+	ShutdownTimeout time.Duration // how long Serve lets in-flight requests finish
+}
+
+// Server is the HTTP API. Its Handler can be served by any http.Server; Serve runs one
+// with graceful shutdown.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	e       *echo.Echo
+	metrics *httpMetrics
+	ready   atomic.Bool
+	// detectSlots bounds concurrent POST /detect computations to the cores, so a burst
+	// of heavy requests queues instead of starving the pipeline in the same process.
+	detectSlots chan struct{}
+}
+
+// New builds the server and its routes. It fails when the Registerer already holds
+// different metrics under the same names.
+func New(cfg Config) (*Server, error) {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxRows <= 0 {
+		cfg.MaxRows = DefaultMaxRows
+	}
+	if cfg.ProduceTimeout <= 0 {
+		cfg.ProduceTimeout = DefaultProduceTimeout
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Client != nil && cfg.Topics.Records == "" {
+		return nil, errors.New("api: a Kafka client needs Topics.Records")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newHTTPMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, metrics: m, detectSlots: make(chan struct{}, runtime.NumCPU())}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Logger.SetOutput(io.Discard) // errors are logged through slog by handleError
+	e.HTTPErrorHandler = s.handleError
+	s.e = e
+
+	e.GET("/healthz", s.healthz, markMatched)
+	e.GET("/readyz", s.readyz, markMatched)
+	e.GET("/openapi.json", s.openAPI, markMatched)
+	// Route middleware, not group middleware: Group.Use would also add catch-all 404 routes.
+	e.GET(Prefix+"/detectors", s.listDetectors, markMatched)
+	e.POST(Prefix+"/detect", s.detect, markMatched)
+	e.POST(Prefix+"/records", s.postRecords, markMatched)
+
+	routes := map[string]bool{}
+	for _, r := range e.Routes() {
+		routes[r.Path] = true
+	}
+	// Outermost first: metrics see the final status, including recovered panics.
+	e.Use(s.observe(routes), s.recoverPanics, s.limitBody)
+	return s, nil
+}
+
+// Handler is the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// SetReady flips /readyz; Serve sets it while it serves.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+// Listen binds addr for Serve; ":0" picks a port. Binding first lets a process fail on a
+// busy address before it starts anything else.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("API address %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Serve serves on ln until ctx is cancelled, then stops accepting connections and gives
+// in-flight requests ShutdownTimeout to finish. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.e,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.ready.Store(true)
+	s.log.Info("serving API", "addr", "http://"+ln.Addr().String()+Prefix)
+	select {
+	case err := <-errc:
+		s.ready.Store(false)
+		return fmt.Errorf("API server: %w", err)
+	case <-ctx.Done():
+	}
+	s.ready.Store(false)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	<-errc // http.ErrServerClosed once Shutdown has begun
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("API shutdown: in-flight requests did not finish within %s: %w", s.cfg.ShutdownTimeout, err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if !s.ready.Load() {
+		return problem(http.StatusServiceUnavailable, TypeBlank, "", "not ready: the server is starting or shutting down")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readBody reads the whole request body; limitBody has capped it.
+func readBody(c echo.Context) ([]byte, error) {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, err
+		}
+		return nil, badRequest("", "reading the request body: %v", err)
+	}
+	return body, nil
+}
