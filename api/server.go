@@ -35,9 +35,10 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 )
 
-// Topics names the topics the API writes to.
+// Topics names the topics the API writes to and reads from.
 type Topics struct {
-	Records string // POST /records publishes here
+	Records   string // POST /records publishes here
+	Anomalies string // GET /anomalies/stream reads here
 }
 
 // Config configures a Server. Zero limits take the defaults.
@@ -49,11 +50,17 @@ type Config struct {
 	// Registerer receives the HTTP metrics; nil: not registered anywhere.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// NewConsumer builds the Kafka client of one GET /anomalies/stream connection from
+	// the options the stream adds (see NewConsumerFunc); the stream closes it. Nil: the
+	// stream answers 503.
+	NewConsumer func(opts ...kgo.Opt) (*kgo.Client, error)
 
 	MaxBodyBytes    int64         // request bodies above this get 413
 	MaxRows         int           // rows (and train rows) of one POST /detect
 	ProduceTimeout  time.Duration // how long POST /records waits for the broker's acks
 	ShutdownTimeout time.Duration // how long Serve lets in-flight requests finish
+	MaxStreams      int           // open anomaly streams; more get 503
+	StreamHeartbeat time.Duration // how often an anomaly stream sends a comment line
 }
 
 // Server is the HTTP API. Its Handler can be served by any http.Server; Serve runs one
@@ -67,6 +74,7 @@ type Server struct {
 	// detectSlots bounds concurrent POST /detect computations to the cores, so a burst
 	// of heavy requests queues instead of starving the pipeline in the same process.
 	detectSlots chan struct{}
+	streams     *streams
 }
 
 // New builds the server and its routes. It fails when the Registerer already holds
@@ -84,8 +92,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.StreamHeartbeat <= 0 {
+		cfg.StreamHeartbeat = DefaultStreamHeartbeat
+	}
 	if cfg.Client != nil && cfg.Topics.Records == "" {
 		return nil, errors.New("api: a Kafka client needs Topics.Records")
+	}
+	if cfg.NewConsumer != nil && cfg.Topics.Anomalies == "" {
+		return nil, errors.New("api: a Kafka consumer needs Topics.Anomalies")
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -95,7 +112,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, metrics: m, detectSlots: make(chan struct{}, runtime.NumCPU())}
+	st, err := newStreams(cfg.MaxStreams, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, metrics: m, detectSlots: make(chan struct{}, runtime.NumCPU()), streams: st}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -110,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 	e.GET(Prefix+"/detectors", s.listDetectors, markMatched)
 	e.POST(Prefix+"/detect", s.detect, markMatched)
 	e.POST(Prefix+"/records", s.postRecords, markMatched)
+	e.GET(Prefix+"/anomalies/stream", s.streamAnomalies, markMatched)
 
 	routes := map[string]bool{}
 	for _, r := range e.Routes() {
@@ -146,6 +168,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(s.streams.shutdown) // streams never end on their own
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.ready.Store(true)

@@ -44,7 +44,9 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	}
 	reg := telemetry.NewRegistry()
 	srv, err := api.New(api.Config{
-		Client: cl, Topics: api.Topics{Records: c.Topic("records")}, Registerer: reg, Logger: env.log,
+		Client: cl, Topics: api.Topics{Records: c.Topic("records"), Anomalies: c.Topic("anomalies")},
+		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-stream")),
+		Registerer:  reg, Logger: env.log,
 		MaxBodyBytes: *maxBody, MaxRows: *maxRows,
 	})
 	if err != nil {

@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		fns = append(fns, func(ctx context.Context) error { return metrics.Serve(ctx, log) })
 	}
 	if cfg.APIAddr != "" {
-		serve, closeAPI, err := startAPI(cfg.APIAddr, c, topics.Records, reg, log)
+		serve, closeAPI, err := startAPI(cfg.APIAddr, c, api.Topics{Records: topics.Records, Anomalies: topics.Anomalies}, reg, log)
 		if err != nil {
 			return err
 		}
@@ -235,12 +235,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 
 // startAPI binds the API's address (so a busy port fails the start) and returns the
 // server's run function and the closer of its ingest client.
-func startAPI(addr string, c cluster.Config, recordsTopic string, reg prometheus.Registerer, log *slog.Logger) (func(context.Context) error, func(), error) {
+func startAPI(addr string, c cluster.Config, topics api.Topics, reg prometheus.Registerer, log *slog.Logger) (func(context.Context) error, func(), error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"))
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := api.New(api.Config{Client: cl, Topics: api.Topics{Records: recordsTopic}, Registerer: reg, Logger: log})
+	srv, err := api.New(api.Config{
+		Client: cl, Topics: topics, Registerer: reg, Logger: log,
+		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID(c.ClientID+"-api-stream")),
+	})
 	if err != nil {
 		cl.Close()
 		return nil, nil, err
