@@ -231,26 +231,7 @@ func TestHSTContributionsPointAtTheFeature(t *testing.T) {
 }
 
 func TestHSTDeterministic(t *testing.T) {
-	rows := normalRows(1200, 3, 3)
-	run := func(seed uint64) []float64 {
-		h := newHST(t, hstDefaults, seed)
-		out := make([]float64, len(rows))
-		for i, r := range rows {
-			out[i] = h.ScoreLearn("s", r, nil)
-		}
-		return out
-	}
-	a, b, c := run(7), run(7), run(8)
-	// Warm-up scores are NaN, which == never matches: compare bit patterns.
-	same := func(x, y []float64) bool {
-		return slices.EqualFunc(x, y, func(p, q float64) bool { return math.Float64bits(p) == math.Float64bits(q) })
-	}
-	if !same(a, b) {
-		t.Fatal("same seed, different scores")
-	}
-	if same(a, c) {
-		t.Fatal("different seeds, identical scores: the seed is not used")
-	}
+	checkSeedDeterminism(t, normalRows(1200, 3, 3), func(seed uint64) Streaming { return newHST(t, hstDefaults, seed) })
 }
 
 func TestHSTNoAllocsSteadyState(t *testing.T) {

@@ -362,25 +362,9 @@ func TestRRCFShingleWarmupPerSeries(t *testing.T) {
 }
 
 func TestRRCFDeterministic(t *testing.T) {
-	rows := normalRows(800, 3, 3)
-	run := func(seed uint64) []float64 {
-		r := newRRCF(t, RRCFConfig{Trees: 20, TreeSize: 64, Shingle: 2}, seed)
-		out := make([]float64, len(rows))
-		for i, x := range rows {
-			out[i] = r.ScoreLearn("s", x, nil)
-		}
-		return out
-	}
-	a, b, c := run(7), run(7), run(8)
-	same := func(x, y []float64) bool {
-		return slices.EqualFunc(x, y, func(p, q float64) bool { return math.Float64bits(p) == math.Float64bits(q) })
-	}
-	if !same(a, b) {
-		t.Fatal("same seed, different scores")
-	}
-	if same(a, c) {
-		t.Fatal("different seeds, identical scores: the seed is not used")
-	}
+	checkSeedDeterminism(t, normalRows(800, 3, 3), func(seed uint64) Streaming {
+		return newRRCF(t, RRCFConfig{Trees: 20, TreeSize: 64, Shingle: 2}, seed)
+	})
 }
 
 func TestRRCFNoAllocsSteadyState(t *testing.T) {

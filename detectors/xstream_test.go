@@ -128,25 +128,9 @@ func TestXStreamContributions(t *testing.T) {
 }
 
 func TestXStreamDeterministic(t *testing.T) {
-	rows := normalRows(1200, 3, 3)
-	run := func(seed uint64) []float64 {
-		x := newXStream(t, XStreamConfig{Projections: 20, Chains: 20, Depth: 10, Window: 100}, seed)
-		out := make([]float64, len(rows))
-		for i, r := range rows {
-			out[i] = x.ScoreLearn("s", r, nil)
-		}
-		return out
-	}
-	a, b, c := run(7), run(7), run(8)
-	same := func(x, y []float64) bool {
-		return slices.EqualFunc(x, y, func(p, q float64) bool { return math.Float64bits(p) == math.Float64bits(q) })
-	}
-	if !same(a, b) {
-		t.Fatal("same seed, different scores")
-	}
-	if same(a, c) {
-		t.Fatal("different seeds, identical scores: the seed is not used")
-	}
+	checkSeedDeterminism(t, normalRows(1200, 3, 3), func(seed uint64) Streaming {
+		return newXStream(t, XStreamConfig{Projections: 20, Chains: 20, Depth: 10, Window: 100}, seed)
+	})
 }
 
 // TestXStreamEpochSweep: crossing the renumbering pass of the window counter changes no
