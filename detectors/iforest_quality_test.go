@@ -141,7 +141,7 @@ func BenchmarkIForestShuttle(b *testing.B) {
 	p, _ := info.Resolve(nil)
 	scores := make([]float64, data.X.Rows)
 	b.ReportAllocs()
-	detectors.IsoReportCPU(b)
+	detectors.ReportCPU(b)
 	for i := 0; b.Loop(); i++ {
 		det, err := info.NewBatch(p, uint64(i))
 		if err != nil {
