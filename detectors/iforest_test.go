@@ -8,9 +8,6 @@ import (
 	"testing"
 )
 
-// IsoReportCPU lets the benchmarks of the external quality tests report CPU time too.
-var IsoReportCPU = reportCPU
-
 var iforestDefaults = IForestConfig{Trees: 100, MaxSamples: 256, MaxFeatures: 1}
 
 // isoNormalMatrix is n rows of d standard normal features.

@@ -319,7 +319,3 @@ func BenchmarkKDTreeNearest(b *testing.B) {
 		})
 	}
 }
-
-// ReportCPU lets the benchmarks of the external test package (neighbors_quality_test.go)
-// report thread CPU time, which the shared machines' load does not inflate.
-var ReportCPU = reportCPU
