@@ -147,16 +147,9 @@ func (f *ExtendedIsolationForest) Fit(X Matrix) error {
 		g.base = append(g.base, uint32(len(g.nodes)))
 		g.cbase = append(g.cbase, uint32(len(g.coef)))
 	}
-	g.setNorm()
+	g.inv = isoScoreNorm(g.psi, len(g.steps))
 	*f = g
 	return nil
-}
-
-func (f *ExtendedIsolationForest) setNorm() {
-	f.inv = 0
-	if c := isoAvgPath(f.psi); c > 0 {
-		f.inv = 1 / (float64(len(f.steps)) * c)
-	}
 }
 
 // eifTree is one grown tree before the forest packs it.
@@ -528,7 +521,7 @@ func (f *ExtendedIsolationForest) UnmarshalBinary(data []byte) error {
 	if len(r.b) != 0 {
 		return fmt.Errorf("eif: %d bytes after the last tree", len(r.b))
 	}
-	g.setNorm()
+	g.inv = isoScoreNorm(g.psi, len(g.steps))
 	*f = g
 	return nil
 }

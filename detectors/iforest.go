@@ -150,16 +150,9 @@ func (f *IsolationForest) Fit(X Matrix) error {
 		g.base = append(g.base, uint32(len(g.nodes)))
 		g.steps[i] = t.steps
 	}
-	g.setNorm()
+	g.inv = isoScoreNorm(g.psi, len(g.steps))
 	*f = g
 	return nil
-}
-
-func (f *IsolationForest) setNorm() {
-	f.inv = 0
-	if c := isoAvgPath(f.psi); c > 0 {
-		f.inv = 1 / (float64(len(f.steps)) * c)
-	}
 }
 
 // ifTree is one grown tree before the forest packs it.
@@ -474,9 +467,18 @@ func (f *IsolationForest) UnmarshalBinary(data []byte) error {
 	if len(r.b) != 0 {
 		return fmt.Errorf("iforest: %d bytes after the last tree", len(r.b))
 	}
-	g.setNorm()
+	g.inv = isoScoreNorm(g.psi, len(g.steps))
 	*f = g
 	return nil
+}
+
+// isoScoreNorm is 1 / (trees · c(ψ)), which turns a forest's summed path lengths into
+// the exponent of 2^(−E[h]/c(ψ)); 0 when c(ψ) is 0 (a sample of one row).
+func isoScoreNorm(psi, trees int) float64 {
+	if c := isoAvgPath(psi); c > 0 {
+		return 1 / (float64(trees) * c)
+	}
+	return 0
 }
 
 // isoAvgPath is c(n), the average path length of an unsuccessful search in a binary
