@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -171,7 +172,7 @@ func TestHSTFindsOutliers(t *testing.T) {
 			all = append(all, scored{s, spike})
 		}
 	}
-	slices.SortFunc(all, func(a, b scored) int { return -cmpFloat(a.s, b.s) })
+	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
 	top := len(all) / 100
 	spikes, inTop := 0, 0
 	for i, a := range all {
@@ -186,16 +187,6 @@ func TestHSTFindsOutliers(t *testing.T) {
 	if inTop < spikes*9/10 {
 		t.Fatalf("only %d of %d spikes rank in the top 1%%", inTop, spikes)
 	}
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TestHSTContributionsPointAtTheFeature: a spike in one feature of five is attributed

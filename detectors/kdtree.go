@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -194,7 +195,7 @@ func kdSelect(a []int32, m int, key func(int32) float64) {
 	lo, hi := 0, len(a)-1
 	for budget := 2 * bits.Len(uint(len(a))); hi > lo; budget-- {
 		if budget == 0 {
-			slices.SortFunc(a[lo:hi+1], func(x, y int32) int { return cmpKey(key(x), key(y)) })
+			slices.SortFunc(a[lo:hi+1], func(x, y int32) int { return cmp.Compare(key(x), key(y)) })
 			return
 		}
 		// Median of three to a[lo], so the pivot is not the range's extreme for sorted input.
@@ -231,16 +232,6 @@ func kdSelect(a []int32, m int, key func(int32) float64) {
 			hi = j - 1
 		}
 	}
-}
-
-func cmpKey(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Nearest finds the len(dist) rows nearest to q, skipping row exclude (−1 skips none, a

@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -28,7 +29,7 @@ func kdBrute(X Matrix, q []float64, exclude, k int) (dist []float64, idx []int) 
 		all = append(all, cand{s, i})
 	}
 	slices.SortFunc(all, func(a, b cand) int {
-		if c := cmpKey(a.d2, b.d2); c != 0 {
+		if c := cmp.Compare(a.d2, b.d2); c != 0 {
 			return c
 		}
 		return a.row - b.row

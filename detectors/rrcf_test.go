@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -261,7 +262,7 @@ func TestRRCFFindsOutliers(t *testing.T) {
 			all = append(all, scored{s, spike})
 		}
 	}
-	slices.SortFunc(all, func(a, b scored) int { return -cmpFloat(a.s, b.s) })
+	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
 	top := len(all) / 50
 	spikes, inTop := 0, 0
 	for i, a := range all {

@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -50,7 +51,7 @@ func TestXStreamFindsOutliers(t *testing.T) {
 			all = append(all, scored{s, spike})
 		}
 	}
-	slices.SortFunc(all, func(a, b scored) int { return -cmpFloat(a.s, b.s) })
+	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
 	top := len(all) / 100
 	spikes, inTop := 0, 0
 	for i, a := range all {

@@ -4,6 +4,7 @@ package eval
 
 import (
 	"bufio"
+	"cmp"
 	"compress/gzip"
 	"encoding/csv"
 	"errors"
@@ -176,7 +177,7 @@ func ROCAUC(scores []float64, labels []int) float64 {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[a], scores[b]) })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(scores[a], scores[b]) })
 	var rankSumPos float64
 	var pos int
 	for i := 0; i < n; {
@@ -217,7 +218,7 @@ func PrecisionAtN(scores []float64, labels []int) float64 {
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortFunc(idx, func(a, b int) int { return cmpFloat(scores[b], scores[a]) })
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(scores[b], scores[a]) })
 	cut := scores[idx[n-1]]
 	var above, hitsAbove, tied, hitsTied int
 	for _, i := range idx {
@@ -232,16 +233,6 @@ func PrecisionAtN(scores []float64, labels []int) float64 {
 	}
 	hits := float64(hitsAbove) + float64(n-above)*float64(hitsTied)/float64(tied)
 	return hits / float64(n)
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Trial is one split's outcome.
