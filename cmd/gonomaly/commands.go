@@ -155,7 +155,7 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 	if err != nil {
 		return err
 	}
-	names := cluster.ParseBrokers(*stages) // same comma splitting
+	names := splitList(*stages)
 	for _, n := range names {
 		if _, err := app.BuildStage(n, s, processors.PipelineTopics(cf.prefix, s)); err != nil {
 			return usageErr("--stage: %v", err)

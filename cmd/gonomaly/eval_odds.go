@@ -85,14 +85,3 @@ func cmdEvalODDS(ctx context.Context, args []string, env *environment) error {
 	}
 	return nil
 }
-
-// splitList splits a comma-separated flag value, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
-}

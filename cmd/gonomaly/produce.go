@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/producers"
 	"github.com/gonomaly/gonomaly/schemas"
 )
@@ -68,7 +67,7 @@ func cmdProduce(ctx context.Context, args []string, env *environment) error {
 		defer closeFn()
 		cfg := producers.CSVConfig{SeriesColumn: *seriesCol, Series: *seriesName, TimeColumn: *timeCol}
 		if *valueCols != "" {
-			cfg.ValueColumns = cluster.ParseBrokers(*valueCols) // comma list
+			cfg.ValueColumns = splitList(*valueCols)
 		}
 		csvSrc, err := producers.NewCSVSource(r, cfg)
 		if err != nil {
