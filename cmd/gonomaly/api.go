@@ -4,11 +4,9 @@ import (
 	"context"
 	"flag"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
-	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
 )
 
@@ -38,7 +36,7 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	}
 	defer cl.Close()
 	if *createTopics {
-		if err := cluster.EnsureTopics(ctx, kadm.NewClient(cl), cluster.Layout(c), c.Replication); err != nil {
+		if err := c.EnsureLayout(ctx, cl); err != nil {
 			return err
 		}
 	}

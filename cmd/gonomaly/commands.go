@@ -166,7 +166,7 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 		return err
 	}
 	if *createTopics {
-		err = cluster.EnsureTopics(ctx, kadm.NewClient(cl), cluster.Layout(c), c.Replication)
+		err = c.EnsureLayout(ctx, cl)
 	}
 	cl.Close()
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
@@ -166,7 +165,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	defer admCl.Close()
-	if err := cluster.EnsureTopics(ctx, kadm.NewClient(admCl), cluster.Layout(c), c.Replication); err != nil {
+	if err := c.EnsureLayout(ctx, admCl); err != nil {
 		return err
 	}
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)

@@ -91,7 +91,7 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 		return PipelineResult{}, err
 	}
 	defer admCl.Close()
-	if err := cluster.EnsureTopics(ctx, kadm.NewClient(admCl), cluster.Layout(c), c.Replication); err != nil {
+	if err := c.EnsureLayout(ctx, admCl); err != nil {
 		return PipelineResult{}, err
 	}
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)

@@ -153,6 +153,13 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 	return specs
 }
 
+// EnsureLayout creates the layout's topics through cl, as EnsureTopics does: what every
+// process that may be first on a cluster runs at start.
+func (c Config) EnsureLayout(ctx context.Context, cl *kgo.Client, stateGroups ...string) error {
+	c = c.WithDefaults()
+	return EnsureTopics(ctx, kadm.NewClient(cl), Layout(c, stateGroups...), c.Replication)
+}
+
 // EnsureTopics creates missing topics and checks that existing ones have the configured
 // partition count: a mismatch would silently break per-series partition locality, so it
 // is an error that names the topic and both counts.
