@@ -22,6 +22,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gonomaly/gonomaly/jobs"
 )
 
 // Prefix is where the versioned routes live.
@@ -30,6 +32,7 @@ const Prefix = "/api/v1"
 // Defaults of Config's limits.
 const (
 	DefaultMaxBodyBytes    = 10 << 20
+	DefaultMaxDatasetBytes = 1 << 30
 	DefaultMaxRows         = 10_000
 	DefaultProduceTimeout  = 30 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
@@ -55,7 +58,20 @@ type Config struct {
 	// stream answers 503.
 	NewConsumer func(opts ...kgo.Opt) (*kgo.Client, error)
 
+	// Jobs is the job system's Kafka side (jobs.Open). Nil: the job, dataset and model
+	// routes answer 503, the other routes work.
+	Jobs *jobs.Store
+
+	// Keys are the API keys; empty: no authentication (every request may read and
+	// submit). See auth.go.
+	Keys []Key
+	// RateLimit is the requests per second one key (or, without keys, one client
+	// address) may make, with bursts of RateBurst; zero: unlimited.
+	RateLimit float64
+	RateBurst int
+
 	MaxBodyBytes    int64         // request bodies above this get 413
+	MaxDatasetBytes int64         // POST /datasets bodies above this get 413 (streamed, never held whole)
 	MaxRows         int           // rows (and train rows) of one POST /detect
 	ProduceTimeout  time.Duration // how long POST /records waits for the broker's acks
 	ShutdownTimeout time.Duration // how long Serve lets in-flight requests finish
@@ -82,6 +98,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxDatasetBytes <= 0 {
+		cfg.MaxDatasetBytes = DefaultMaxDatasetBytes
 	}
 	if cfg.MaxRows <= 0 {
 		cfg.MaxRows = DefaultMaxRows
@@ -128,10 +147,20 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz, markMatched)
 	e.GET("/openapi.json", s.openAPI, markMatched)
 	// Route middleware, not group middleware: Group.Use would also add catch-all 404 routes.
-	e.GET(Prefix+"/detectors", s.listDetectors, markMatched)
-	e.POST(Prefix+"/detect", s.detect, markMatched)
-	e.POST(Prefix+"/records", s.postRecords, markMatched)
-	e.GET(Prefix+"/anomalies/stream", s.streamAnomalies, markMatched)
+	read, submit := s.require(RoleRead), s.require(RoleSubmit)
+	e.GET(Prefix+"/detectors", s.listDetectors, markMatched, read)
+	e.POST(Prefix+"/detect", s.detect, markMatched, submit)
+	e.POST(Prefix+"/records", s.postRecords, markMatched, submit)
+	e.GET(Prefix+"/anomalies/stream", s.streamAnomalies, markMatched, read)
+	e.POST(Prefix+"/jobs", s.submitJob, markMatched, submit)
+	e.GET(Prefix+"/jobs", s.listJobs, markMatched, read)
+	e.GET(Prefix+"/jobs/:id", s.getJob, markMatched, read)
+	e.DELETE(Prefix+"/jobs/:id", s.cancelJob, markMatched, submit)
+	e.GET(Prefix+"/jobs/:id/results", s.jobResults, markMatched, read)
+	e.POST(Prefix+"/datasets", s.uploadDataset, markMatched, submit)
+	e.GET(Prefix+"/datasets/:id", s.getDataset, markMatched, read)
+	e.GET(Prefix+"/models", s.listModels, markMatched, read)
+	e.GET(Prefix+"/models/:name", s.getModel, markMatched, read)
 
 	routes := map[string]bool{}
 	for _, r := range e.Routes() {

@@ -115,6 +115,10 @@ func Connect(ctx context.Context, cfg Config, timeout time.Duration, opts ...kgo
 	return cl, nil
 }
 
+// MaxModelBytes is the largest message the models topic takes: one trained model. A
+// client that publishes models must allow batches this large (kgo.ProducerBatchMaxBytes).
+const MaxModelBytes = 16 << 20
+
 // TopicSpec is one topic of the layout.
 type TopicSpec struct {
 	Name       string
@@ -131,6 +135,8 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 	}
 	compact := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
 	longDelete := map[string]*string{"cleanup.policy": kadm.StringPtr("delete"), "retention.ms": kadm.StringPtr("-1")}
+	// A trained model is one message: allow MaxModelBytes instead of the broker's 1 MB default.
+	models := map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "max.message.bytes": kadm.StringPtr(fmt.Sprint(MaxModelBytes))}
 	p := cfg.Partitions
 	specs := []TopicSpec{
 		{cfg.Topic("records"), p, del},
@@ -144,8 +150,12 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 		{cfg.Topic("jobs.preprocess"), p, del},
 		{cfg.Topic("jobs.train"), p, del},
 		{cfg.Topic("jobs.status"), p, compact},
+		{cfg.Topic("jobs.results"), p, longDelete},
+		// One partition: its consumer group's single member is the one scheduler.
+		{cfg.Topic("jobs.schedule"), 1, del},
 		{cfg.Topic("datasets"), p, longDelete},
-		{cfg.Topic("models"), 1, compact},
+		{cfg.Topic("datasets.index"), p, compact},
+		{cfg.Topic("models"), 1, models},
 	}
 	for _, g := range stateGroups {
 		specs = append(specs, TopicSpec{cfg.Topic("state." + g), p, compact})
