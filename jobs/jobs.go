@@ -12,10 +12,12 @@
 package jobs
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -369,3 +371,39 @@ type Store struct {
 	Datasets *DatasetView
 	Models   *ModelView
 }
+
+// Run is one attempt at a job, as an executor sees it.
+type Run struct {
+	Job     Job
+	Store   *Store
+	Attempt int // 1 on the first try
+	// Progress reports the fraction done and what is happening; the worker publishes it
+	// to jobs.status at most a few times a second. Never nil.
+	Progress func(fraction float64, message string)
+}
+
+// Executor runs one job type: it reads the job's input, does the work, stores what it
+// produced (results, a dataset, a model) and summarises it. It must return soon after
+// ctx is cancelled (a cancel request or the job's timeout) with ctx's error.
+type Executor func(ctx context.Context, run Run) (Summary, error)
+
+// Transient marks err as worth retrying (the broker unavailable, a timeout of a
+// dependency); the worker retries it with backoff up to the job's MaxAttempts. Errors
+// not so marked (bad data, bad parameters) fail the job at once.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return transientError{err}
+}
+
+// IsTransient reports an error marked by Transient.
+func IsTransient(err error) bool {
+	var t transientError
+	return errors.As(err, &t)
+}
+
+type transientError struct{ err error }
+
+func (t transientError) Error() string { return t.err.Error() }
+func (t transientError) Unwrap() error { return t.err }
