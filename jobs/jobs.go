@@ -366,6 +366,9 @@ func (t Topics) Queue(typ Type) string {
 type Store struct {
 	Client *kgo.Client
 	Topics Topics
+	// NewConsumer builds the consumers of reads that are not views: a dataset's chunks, a
+	// job's results, a range of records.
+	NewConsumer NewConsumer
 
 	Statuses *StatusView
 	Datasets *DatasetView

@@ -13,7 +13,7 @@ import (
 // dataset and model before it serves. The topics must exist (cluster.EnsureLayout).
 // client produces; newConsumer builds the views' consumers.
 func Open(ctx context.Context, client *kgo.Client, topics Topics, newConsumer NewConsumer) (*Store, error) {
-	s := &Store{Client: client, Topics: topics}
+	s := &Store{Client: client, Topics: topics, NewConsumer: newConsumer}
 	var err error
 	if s.Statuses, err = newStatusView(newConsumer, topics.Status); err != nil {
 		return nil, err
