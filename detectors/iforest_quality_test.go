@@ -120,7 +120,7 @@ func TestIsolationForestPaper(t *testing.T) {
 				if err := det.Score(data.X, scores); err != nil {
 					t.Fatal(err)
 				}
-				mean += eval.ROCAUC(scores, data.Labels) / seeds
+				mean += detectors.ROCAUC(scores, data.Labels) / seeds
 			}
 			t.Logf("%-11s %-8s ROC-AUC %.3f (paper iForest %.2f)", data.Name, name, mean, tc.auc)
 			if name == "iforest" && mean < tc.auc-0.03 {
