@@ -8,9 +8,11 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -117,41 +119,9 @@ func (s *Server) detect(c echo.Context) error {
 		seed = *req.Seed
 	}
 
-	select {
-	case s.detectSlots <- struct{}{}:
-		defer func() { <-s.detectSlots }()
-	case <-c.Request().Context().Done():
-		return problem(http.StatusServiceUnavailable, TypeUnavailable, "", "the request ended while waiting for a free core")
-	}
-	scores := make([]float64, rows.Rows)
-	switch info.Kind {
-	case detectors.KindBatch:
-		det, err := info.NewBatch(params, seed)
-		if err != nil {
-			return badRequest("params", "%v", err)
-		}
-		if err := det.Fit(train); err != nil {
-			return badRequest(trainField(req), "cannot fit %s: %v", info.Name, err)
-		}
-		if err := det.Score(rows, scores); err != nil {
-			return badRequest("rows", "cannot score with %s: %v", info.Name, err)
-		}
-	case detectors.KindStreaming:
-		det, err := info.NewStreaming(params, seed)
-		if err != nil {
-			return badRequest("params", "%v", err)
-		}
-		const series = "api"
-		if !isAbsent(req.Train) {
-			for i := range train.Rows {
-				det.ScoreLearn(series, train.Row(i), nil)
-			}
-		}
-		for i := range rows.Rows {
-			scores[i] = det.ScoreLearn(series, rows.Row(i), nil)
-		}
-	default:
-		return fmt.Errorf("detector %s has unknown kind %q", info.Name, info.Kind)
+	scores, p := s.scoreWithin(c, info, params, seed, rows, train, trainField(req), !isAbsent(req.Train))
+	if p != nil {
+		return p
 	}
 	out := make([]score, len(scores))
 	for i, v := range scores {
@@ -160,6 +130,112 @@ func (s *Server) detect(c echo.Context) error {
 	return c.JSON(http.StatusOK, detectResponse{
 		Algorithm: info.Name, Kind: info.Kind, Params: params, Seed: seed, Rows: rows.Rows, Scores: out,
 	})
+}
+
+// scoreWithin runs the detector on a free core within the work budget (DetectTimeout,
+// waiting included). Detectors cannot be interrupted, so a computation over the budget
+// keeps its core until it ends: a burst of heavy requests cannot pile up more work than
+// there are cores, and the client hears at the deadline that it should submit a job.
+func (s *Server) scoreWithin(c echo.Context, info detectors.Info, params detectors.Params, seed uint64,
+	rows, train detectors.Matrix, trainField string, trainGiven bool) ([]float64, *Problem) {
+	timer := time.NewTimer(s.cfg.DetectTimeout)
+	defer timer.Stop()
+	ctx := c.Request().Context()
+	select {
+	case s.detectSlots <- struct{}{}:
+	case <-timer.C:
+		c.Response().Header().Set("Retry-After", "1")
+		return nil, problem(http.StatusServiceUnavailable, TypeUnavailable, "", "every core was busy scoring other requests for %s (the work budget of POST /detect); retry later", s.cfg.DetectTimeout)
+	case <-ctx.Done():
+		return nil, problem(http.StatusServiceUnavailable, TypeUnavailable, "", "the request ended while waiting for a free core")
+	}
+	type outcome struct {
+		scores []float64
+		p      *Problem
+	}
+	done := make(chan outcome, 1)
+	stop := make(chan struct{}) // closed when nobody waits for the outcome any more
+	go func() {
+		defer func() { <-s.detectSlots }()
+		// Off the handler's goroutine recoverPanics cannot catch a detector's panic.
+		defer func() {
+			if r := recover(); r != nil {
+				s.metrics.panics.Inc()
+				s.log.Error("detector panicked", "algorithm", info.Name, "panic", r, "stack", string(debug.Stack()))
+				p := problem(http.StatusInternalServerError, TypeInternal, "", "internal error; it has been logged")
+				p.cause = fmt.Errorf("detector %s panicked: %v", info.Name, r)
+				done <- outcome{nil, p}
+			}
+		}()
+		scores, p := runDetector(info, params, seed, rows, train, trainField, trainGiven, stop)
+		done <- outcome{scores, p}
+	}()
+	select {
+	case o := <-done:
+		return o.scores, o.p
+	case <-timer.C:
+		close(stop)
+		return nil, problem(http.StatusUnprocessableEntity, TypeTooLarge, "", "scoring %d rows with %s did not finish within %s, the work budget of POST /detect; submit a job (POST /api/v1/jobs) for this much work", rows.Rows, info.Name, s.cfg.DetectTimeout)
+	case <-ctx.Done():
+		close(stop)
+		return nil, problem(http.StatusServiceUnavailable, TypeUnavailable, "", "the request ended before scoring finished")
+	}
+}
+
+// runDetector scores rows with one detector. A streaming detector checks stop between
+// rows; a batch one runs to the end.
+func runDetector(info detectors.Info, params detectors.Params, seed uint64, rows, train detectors.Matrix,
+	trainField string, trainGiven bool, stop <-chan struct{}) ([]float64, *Problem) {
+	scores := make([]float64, rows.Rows)
+	switch info.Kind {
+	case detectors.KindBatch:
+		det, err := info.NewBatch(params, seed)
+		if err != nil {
+			return nil, badRequest("params", "%v", err)
+		}
+		if err := det.Fit(train); err != nil {
+			return nil, badRequest(trainField, "cannot fit %s: %v", info.Name, err)
+		}
+		if err := det.Score(rows, scores); err != nil {
+			return nil, badRequest("rows", "cannot score with %s: %v", info.Name, err)
+		}
+	case detectors.KindStreaming:
+		det, err := info.NewStreaming(params, seed)
+		if err != nil {
+			return nil, badRequest("params", "%v", err)
+		}
+		const series = "api"
+		stopped := func(i int) bool {
+			if i%256 != 0 {
+				return false
+			}
+			select {
+			case <-stop:
+				return true
+			default:
+				return false
+			}
+		}
+		if trainGiven {
+			for i := range train.Rows {
+				if stopped(i) {
+					return nil, nil
+				}
+				det.ScoreLearn(series, train.Row(i), nil)
+			}
+		}
+		for i := range rows.Rows {
+			if stopped(i) {
+				return nil, nil
+			}
+			scores[i] = det.ScoreLearn(series, rows.Row(i), nil)
+		}
+	default:
+		p := problem(http.StatusInternalServerError, TypeInternal, "", "internal error; it has been logged")
+		p.cause = fmt.Errorf("detector %s has unknown kind %q", info.Name, info.Kind)
+		return nil, p
+	}
+	return scores, nil
 }
 
 func trainField(req detectRequest) string {

@@ -129,14 +129,19 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // limitBody rejects bodies over MaxBodyBytes: at once when Content-Length says so,
-// otherwise when reading passes the limit.
+// otherwise when reading passes the limit. A dataset upload is streamed into Kafka as
+// it arrives, never held whole, so it has its own larger limit, MaxDatasetBytes.
 func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		if req.ContentLength > s.cfg.MaxBodyBytes {
-			return s.bodyTooLarge()
+		limit, tooLarge := s.cfg.MaxBodyBytes, s.bodyTooLarge
+		if req.Method == http.MethodPost && c.Path() == Prefix+"/datasets" {
+			limit, tooLarge = s.cfg.MaxDatasetBytes, s.datasetTooLarge
 		}
-		req.Body = http.MaxBytesReader(c.Response(), req.Body, s.cfg.MaxBodyBytes)
+		if req.ContentLength > limit {
+			return tooLarge()
+		}
+		req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
 		return next(c)
 	}
 }

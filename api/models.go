@@ -1,8 +1,66 @@
 package api
 
-import "github.com/labstack/echo/v4"
+import (
+	"net/http"
+	"slices"
+	"strings"
 
-// Scaffolding: the model routes are being written; until then they answer 501.
+	"github.com/labstack/echo/v4"
 
-func (s *Server) listModels(c echo.Context) error { return notYet() }
-func (s *Server) getModel(c echo.Context) error   { return notYet() }
+	"github.com/gonomaly/gonomaly/jobs"
+)
+
+// modelList is GET /models: the latest version of every trained model, by name.
+type modelList struct {
+	Models []jobs.Model `json:"models"`
+}
+
+// modelVersions is GET /models/{name}: every version of one model, newest first.
+type modelVersions struct {
+	Name     string       `json:"name"`
+	Versions []jobs.Model `json:"versions"`
+}
+
+// listModels answers from this replica's view of the models topic, which follows the
+// topic as it goes; snapshots are left out (megabytes that mean nothing to people).
+func (s *Server) listModels(c echo.Context) error {
+	store, p := s.jobStore()
+	if p != nil {
+		return p
+	}
+	out := modelList{Models: []jobs.Model{}}
+	for _, name := range store.Models.Names() {
+		if m, ok := store.Models.Latest(name); ok {
+			out.Models = append(out.Models, m.WithoutSnapshot())
+		}
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// getModel lists a model's versions; a miss syncs the view once, since the model may
+// have been trained a moment ago through another worker.
+func (s *Server) getModel(c echo.Context) error {
+	store, p := s.jobStore()
+	if p != nil {
+		return p
+	}
+	name := c.Param("name")
+	if base, _, versioned := strings.Cut(name, "@"); versioned {
+		return badRequest("name", "name: %q names a version; give the model name (%q) and the response lists every version", name, base)
+	}
+	if err := jobs.CheckModelName(name); err != nil {
+		return problem(http.StatusNotFound, TypeBlank, "name", "no model %q: %v", name, err)
+	}
+	versions := store.Models.Versions(name)
+	if len(versions) == 0 && syncView(c.Request().Context(), store.Models.Sync) {
+		versions = store.Models.Versions(name)
+	}
+	if len(versions) == 0 {
+		return problem(http.StatusNotFound, TypeBlank, "name", "no model %q (a train job publishes one)", name)
+	}
+	out := modelVersions{Name: name, Versions: make([]jobs.Model, 0, len(versions))}
+	for _, m := range slices.Backward(versions) {
+		out.Versions = append(out.Versions, m.WithoutSnapshot())
+	}
+	return c.JSON(http.StatusOK, out)
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/jobs"
 )
 
@@ -36,6 +38,7 @@ const (
 	DefaultMaxRows         = 10_000
 	DefaultProduceTimeout  = 30 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultDetectTimeout   = 10 * time.Second
 )
 
 // Topics names the topics the API writes to and reads from.
@@ -66,13 +69,15 @@ type Config struct {
 	// submit). See auth.go.
 	Keys []Key
 	// RateLimit is the requests per second one key (or, without keys, one client
-	// address) may make, with bursts of RateBurst; zero: unlimited.
+	// address) may make, with bursts of RateBurst (default: one second's worth); zero:
+	// unlimited.
 	RateLimit float64
 	RateBurst int
 
 	MaxBodyBytes    int64         // request bodies above this get 413
 	MaxDatasetBytes int64         // POST /datasets bodies above this get 413 (streamed, never held whole)
 	MaxRows         int           // rows (and train rows) of one POST /detect
+	DetectTimeout   time.Duration // the work budget of one POST /detect, waiting for a core included
 	ProduceTimeout  time.Duration // how long POST /records waits for the broker's acks
 	ShutdownTimeout time.Duration // how long Serve lets in-flight requests finish
 	MaxStreams      int           // open anomaly streams; more get 503
@@ -91,6 +96,8 @@ type Server struct {
 	// of heavy requests queues instead of starving the pipeline in the same process.
 	detectSlots chan struct{}
 	streams     *streams
+	keys        keyring      // empty: no authentication
+	limiter     *rateLimiter // nil: no rate limit
 }
 
 // New builds the server and its routes. It fails when the Registerer already holds
@@ -117,6 +124,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StreamHeartbeat <= 0 {
 		cfg.StreamHeartbeat = DefaultStreamHeartbeat
 	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = DefaultDetectTimeout
+	}
+	if err := CheckKeys(cfg.Keys); err != nil {
+		return nil, fmt.Errorf("api: API keys: %w", err)
+	}
+	if cfg.RateLimit < 0 || math.IsNaN(cfg.RateLimit) || math.IsInf(cfg.RateLimit, 0) || cfg.RateBurst < 0 {
+		return nil, fmt.Errorf("api: rate limit %g/s with bursts of %d: want a finite rate and burst >= 0", cfg.RateLimit, cfg.RateBurst)
+	}
+	if cfg.RateLimit > 0 && cfg.RateBurst == 0 {
+		cfg.RateBurst = max(1, int(math.Ceil(cfg.RateLimit)))
+	}
 	if cfg.Client != nil && cfg.Topics.Records == "" {
 		return nil, errors.New("api: a Kafka client needs Topics.Records")
 	}
@@ -135,7 +154,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, metrics: m, detectSlots: make(chan struct{}, runtime.NumCPU()), streams: st}
+	s := &Server{cfg: cfg, log: log, metrics: m, detectSlots: make(chan struct{}, runtime.NumCPU()), streams: st, keys: newKeyring(cfg.Keys)}
+	if cfg.RateLimit > 0 {
+		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -170,6 +192,32 @@ func New(cfg Config) (*Server, error) {
 	e.Use(s.observe(routes), s.recoverPanics, s.limitBody)
 	return s, nil
 }
+
+// ProducerOptions are the settings of the Kafka client the API produces with (Config.Client
+// and the jobs.Store's client). Every request waits for the acks of its own records, so
+// a long linger would be latency without gain: concurrent requests fill batches while
+// earlier ones are in flight. Batches may be as large as a model on the models topic or a job
+// with inline rows on a queue, and keep the broker's 1 MB default elsewhere, where a larger batch would be refused.
+func ProducerOptions(topics jobs.Topics) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.ProducerLinger(ProducerLinger),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
+			switch topic {
+			case topics.Models:
+				return cluster.MaxModelBytes
+			case topics.Detect, topics.Ensemble, topics.Preprocess, topics.Train:
+				return cluster.MaxJobBytes
+			}
+			return defaultBatchMaxBytes
+		}),
+	}
+}
+
+// ProducerLinger is how long the API's producer waits to fill a batch.
+const ProducerLinger = time.Millisecond
+
+// defaultBatchMaxBytes is Kafka's default max.message.bytes, franz-go's default batch cap.
+const defaultBatchMaxBytes = 1_000_012
 
 // Handler is the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.e }

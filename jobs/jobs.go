@@ -244,7 +244,7 @@ type ResultRow struct {
 type Dataset struct {
 	ID      string   `json:"id"`
 	Name    string   `json:"name,omitempty"`
-	Format  string   `json:"format"` // csv or ndjson
+	Format  string   `json:"format"` // csv, ndjson, or matrix (written by a preprocess job)
 	Rows    int      `json:"rows"`
 	Columns []string `json:"columns"`
 	// Labels is true when the upload had a label column (named "label", as in the ODDS

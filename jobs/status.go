@@ -11,7 +11,12 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gonomaly/gonomaly/internal/cluster"
 )
+
+// ErrJobTooLarge: the encoded job is more than a queue topic takes (cluster.MaxJobBytes).
+var ErrJobTooLarge = errors.New("job too large")
 
 // ErrNotFound is returned for an unknown job, dataset or model id.
 var ErrNotFound = errors.New("not found")
@@ -23,11 +28,17 @@ type StatusView struct {
 
 	mu   sync.RWMutex
 	byID map[string]Status
-	bad  int // undecodable values skipped, reported by Stats
+	bad  int // undecodable values skipped
+	// overwritten holds jobs whose latest record on the topic came after their terminal
+	// one and says something else (a cancel request or a progress report racing the
+	// job's end, or two ends racing). Every view ignores it, but compaction keeps only the
+	// latest record per key, so a view rebuilt after compaction would not: Store.Repair
+	// writes the terminal status again.
+	overwritten map[string]struct{}
 }
 
 func newStatusView(newConsumer NewConsumer, topic string) (*StatusView, error) {
-	v := &StatusView{byID: map[string]Status{}}
+	v := &StatusView{byID: map[string]Status{}, overwritten: map[string]struct{}{}}
 	t, err := startTail(newConsumer, topic, v.applyRecord)
 	if err != nil {
 		return nil, err
@@ -40,11 +51,13 @@ func (v *StatusView) applyRecord(r *kgo.Record) {
 	if r.Value == nil { // a tombstone: the job's history was deleted
 		v.mu.Lock()
 		delete(v.byID, string(r.Key))
+		delete(v.overwritten, string(r.Key))
 		v.mu.Unlock()
 		return
 	}
 	var st Status
-	if err := json.Unmarshal(r.Value, &st); err != nil || st.ID == "" {
+	// A status under another job's key would survive compaction under the wrong key.
+	if err := json.Unmarshal(r.Value, &st); err != nil || st.ID == "" || st.ID != string(r.Key) {
 		v.mu.Lock()
 		v.bad++
 		v.mu.Unlock()
@@ -64,6 +77,11 @@ func (v *StatusView) Apply(st Status) {
 	defer v.mu.Unlock()
 	if old, ok := v.byID[st.ID]; ok {
 		if old.State.Terminal() {
+			if st.State == old.State { // the same end written again, as Repair does
+				delete(v.overwritten, st.ID)
+			} else {
+				v.overwritten[st.ID] = struct{}{}
+			}
 			return
 		}
 		if old.CancelRequested {
@@ -119,6 +137,14 @@ func (v *StatusView) List(f Filter) ([]Status, string) {
 	return out[:limit], out[limit-1].ID
 }
 
+// Undecodable is how many records of the topic the view skipped: not a Status, or one
+// under another job's key.
+func (v *StatusView) Undecodable() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.bad
+}
+
 // Len is the number of jobs in the view.
 func (v *StatusView) Len() int {
 	v.mu.RLock()
@@ -155,6 +181,33 @@ func (s *Store) PublishStatus(ctx context.Context, st Status) error {
 	return nil
 }
 
+// Repair writes again the terminal status of every job whose latest record on
+// jobs.status is one the views ignored (see StatusView.overwritten), so that the
+// topic's compacted form agrees with the views. Workers run it now and then; several
+// processes repairing the same job only write the same terminal status twice. It
+// returns how many statuses it wrote.
+func (s *Store) Repair(ctx context.Context) (int, error) {
+	s.Statuses.mu.RLock()
+	var todo []Status
+	for id := range s.Statuses.overwritten {
+		todo = append(todo, s.Statuses.byID[id])
+	}
+	s.Statuses.mu.RUnlock()
+	var errs []error
+	for _, st := range todo {
+		rec, err := s.statusRecord(st) // as it was: UpdatedAt says when the job ended
+		if err == nil {
+			err = s.Client.ProduceSync(ctx, rec).FirstErr()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("repair status of job %s: %w", st.ID, err))
+			continue
+		}
+		s.Statuses.Apply(st)
+	}
+	return len(todo) - len(errs), errors.Join(errs...)
+}
+
 // Submit queues a job: it gets an ID (unless it has one) and a submission time, goes to
 // its queue topic, and its Queued status to jobs.status; both are acknowledged before
 // Submit returns. The caller has validated it (Validate).
@@ -172,6 +225,10 @@ func (s *Store) Submit(ctx context.Context, job Job) (Status, error) {
 	jb, err := json.Marshal(job)
 	if err != nil {
 		return Status{}, fmt.Errorf("encode job %s: %w", job.ID, err)
+	}
+	if len(jb) > cluster.MaxJobBytes {
+		return Status{}, fmt.Errorf("job %s is %.1f MiB encoded, more than the %d MiB a queue topic takes: upload its rows as a dataset: %w",
+			job.ID, float64(len(jb))/(1<<20), cluster.MaxJobBytes>>20, ErrJobTooLarge)
 	}
 	st := Status{
 		ID: job.ID, Type: job.Type, State: Queued, SubmittedAt: job.SubmittedAt,

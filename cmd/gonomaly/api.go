@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"flag"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
+	"github.com/gonomaly/gonomaly/internal/app"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
+	"github.com/gonomaly/gonomaly/jobs"
 )
 
 // cmdAPI serves the HTTP API against a Kafka cluster; API replicas are stateless, so
@@ -19,18 +22,47 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	addr := fs.String("api-addr", "127.0.0.1:8080", "serve the HTTP API (/api/v1) here")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz, /debug/pprof here")
 	createTopics := fs.Bool("create-topics", true, "create missing topics at start")
-	maxBody := fs.Int64("max-body-bytes", api.DefaultMaxBodyBytes, "largest request body")
+	maxBody := fs.Int64("max-body-bytes", api.DefaultMaxBodyBytes, "largest request body (POST /datasets has its own limit)")
+	maxDataset := fs.Int64("max-dataset-bytes", api.DefaultMaxDatasetBytes, "largest POST /datasets body")
 	maxRows := fs.Int("max-rows", api.DefaultMaxRows, "most rows one POST /detect may score")
+	detectTimeout := fs.Duration("detect-timeout", api.DefaultDetectTimeout, "work budget of one POST /detect; longer work gets 422 (submit a job instead)")
+	keysEnv := fs.String("api-keys", "", "API keys as name:role:secret,... (role read or submit); prefer the env GONOMALY_API_KEYS to keep secrets out of ps")
+	keysFile := fs.String("api-keys-file", "", "file of API keys, one \"name role secret\" a line (# comments); with neither, the API is open")
+	rateLimit := fs.Float64("rate-limit", 0, "requests/s per API key (per client address without keys); 0: unlimited")
+	rateBurst := fs.Int("rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
+	schedulesPath := fs.String("schedules", "", "YAML file of periodic jobs (cron); every replica may load it, one fires them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *addr == "" {
 		return usageErr("--api-addr is required")
 	}
-	if *maxBody < 1 || *maxRows < 1 {
-		return usageErr("--max-body-bytes and --max-rows must be positive")
+	if *maxBody < 1 || *maxRows < 1 || *maxDataset < 1 || *detectTimeout <= 0 {
+		return usageErr("--max-body-bytes, --max-dataset-bytes, --max-rows and --detect-timeout must be positive")
 	}
-	cl, c, err := cf.connect(ctx, env, kgo.ClientID("gonomaly-api"))
+	if *rateLimit < 0 || *rateBurst < 0 {
+		return usageErr("--rate-limit and --rate-burst must not be negative")
+	}
+	scheds, err := loadSchedules(*schedulesPath)
+	if err != nil {
+		return err
+	}
+	keys, err := loadAPIKeys(*keysEnv, *keysFile)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		env.log.Warn("no API keys configured: anyone who reaches the API may submit jobs and read results (set GONOMALY_API_KEYS or --api-keys-file)")
+	} else {
+		env.log.Info("API keys loaded", "keys", len(keys))
+	}
+
+	c, err := cf.config(env)
+	if err != nil {
+		return err
+	}
+	topics := jobs.TopicsFor(c)
+	cl, c, err := cf.connect(ctx, env, append(api.ProducerOptions(topics), kgo.ClientID("gonomaly-api"))...)
 	if err != nil {
 		return err
 	}
@@ -40,12 +72,23 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 			return err
 		}
 	}
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	store, err := jobs.Open(openCtx, cl, topics, api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-views")))
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer store.Close() // after the server: in-flight requests read the views to the end
+	env.log.Info("job statuses recovered", "jobs", store.Statuses.Len())
+
 	reg := telemetry.NewRegistry()
 	srv, err := api.New(api.Config{
 		Client: cl, Topics: api.Topics{Records: c.Topic("records"), Anomalies: c.Topic("anomalies")},
 		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-stream")),
+		Jobs:        store,
 		Registerer:  reg, Logger: env.log,
-		MaxBodyBytes: *maxBody, MaxRows: *maxRows,
+		Keys: keys, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		MaxBodyBytes: *maxBody, MaxDatasetBytes: *maxDataset, MaxRows: *maxRows, DetectTimeout: *detectTimeout,
 	})
 	if err != nil {
 		return err
@@ -56,7 +99,37 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	}
 	return untilDone(ctx, env.log, func(ctx context.Context) error {
 		return withMetrics(ctx, env, *metricsAddr, reg, func(ctx context.Context) error {
-			return srv.Serve(ctx, ln)
+			if len(scheds) == 0 {
+				return srv.Serve(ctx, ln)
+			}
+			sched := &jobs.Scheduler{Store: store, Schedules: scheds, Group: app.SchedulerGroup(c.Prefix), Logger: env.log}
+			schedCtx, stopSched := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); sched.Run(schedCtx) }()
+			err := srv.Serve(ctx, ln)
+			stopSched()
+			<-done // it leaves the group before the store it submits through closes
+			return err
 		})
 	})
+}
+
+// loadAPIKeys reads the keys of --api-keys (GONOMALY_API_KEYS) and --api-keys-file;
+// both may be given.
+func loadAPIKeys(inline, path string) ([]api.Key, error) {
+	keys, err := api.ParseKeys(inline)
+	if err != nil {
+		return nil, usageErr("--api-keys (GONOMALY_API_KEYS): %v", err)
+	}
+	if path != "" {
+		fromFile, err := api.LoadKeys(path)
+		if err != nil {
+			return nil, usageErr("--api-keys-file: %v", err)
+		}
+		keys = append(keys, fromFile...)
+	}
+	if err := api.CheckKeys(keys); err != nil {
+		return nil, usageErr("--api-keys and --api-keys-file together: %v", err)
+	}
+	return keys, nil
 }

@@ -15,8 +15,11 @@ import (
 )
 
 func cmdBench(ctx context.Context, args []string, env *environment) error {
+	if len(args) > 0 && args[0] == "api" {
+		return cmdBenchAPI(ctx, args[1:], env)
+	}
 	if len(args) == 0 || args[0] != "pipeline" {
-		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--json]")
+		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json]")
 	}
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	records := fs.Int64("records", 1_000_000, "records to push through the pipeline")

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
+	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/processors"
 	"github.com/gonomaly/gonomaly/producers"
 	"github.com/gonomaly/gonomaly/sinks"
@@ -70,6 +72,14 @@ func (f *clusterFlags) connect(ctx context.Context, env *environment, opts ...kg
 	return cl, c, err
 }
 
+// loadSchedules reads a --schedules file; empty path: none.
+func loadSchedules(path string) ([]jobs.Schedule, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return jobs.LoadSchedules(path)
+}
+
 func loadSpec(path string) (*spec.Spec, error) {
 	if path == "" {
 		return spec.Default(), nil
@@ -91,6 +101,12 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	demoSeries := fs.Int("demo-series", 20, "series in the demo stream")
 	seed := fs.Uint64("seed", 1, "seed of the demo stream")
 	quiet := fs.Bool("quiet", false, "do not print anomaly events on stdout")
+	workers := fs.Int("workers", runtime.NumCPU(), "jobs run at once by the in-process job worker")
+	schedulesPath := fs.String("schedules", "", "YAML file of periodic jobs (cron) to fire")
+	keysEnv := fs.String("api-keys", "", "API keys as name:role:secret,... (role read or submit); prefer the env GONOMALY_API_KEYS")
+	keysFile := fs.String("api-keys-file", "", "file of API keys, one \"name role secret\" a line; with neither, the API is open")
+	rateLimit := fs.Float64("rate-limit", 0, "API requests/s per key (per client address without keys); 0: unlimited")
+	rateBurst := fs.Int("rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
 	var sinkURIs stringList
 	fs.Var(&sinkURIs, "sink", "extra sink of anomaly events (jsonl:PATH); repeatable")
 	if err := parseFlags(fs, args); err != nil {
@@ -104,9 +120,24 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	if err != nil {
 		return err
 	}
+	if *workers < 1 {
+		return usageErr("--workers %d: must be at least 1", *workers)
+	}
+	if *rateLimit < 0 || *rateBurst < 0 {
+		return usageErr("--rate-limit and --rate-burst must not be negative")
+	}
+	scheds, err := loadSchedules(*schedulesPath)
+	if err != nil {
+		return err
+	}
+	keys, err := loadAPIKeys(*keysEnv, *keysFile)
+	if err != nil {
+		return err
+	}
 	cfg := app.RunConfig{
 		Cluster: c, BrokerListen: *listen, BrokerDataDir: *dataDir, Spec: s,
 		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, APIAddr: *apiAddr, Logger: env.log,
+		Workers: *workers, Schedules: scheds, APIKeys: keys, RateLimit: *rateLimit, RateBurst: *rateBurst,
 	}
 	if !*quiet {
 		cfg.Print = env.stdout
@@ -157,7 +188,8 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 	}
 	names := splitList(*stages)
 	for _, n := range names {
-		if _, err := app.BuildStage(n, s, processors.PipelineTopics(cf.prefix, s)); err != nil {
+		// Built once here so that a bad stage name or spec fails before connecting.
+		if _, err := app.BuildStage(n, s, processors.PipelineTopics(cf.prefix, s), processors.DetectModels(processors.NoModels)); err != nil {
 			return usageErr("--stage: %v", err)
 		}
 	}

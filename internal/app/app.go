@@ -21,6 +21,7 @@ import (
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
+	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/processors"
 	"github.com/gonomaly/gonomaly/producers"
 	"github.com/gonomaly/gonomaly/sinks"
@@ -37,13 +38,14 @@ func GroupName(prefix, pipeline, stage string) string {
 	return prefix + pipeline + "." + stage
 }
 
-// BuildStage builds one named stage of a pipeline.
-func BuildStage(name string, s *spec.Spec, topics processors.Topics) (processors.Stage, error) {
+// BuildStage builds one named stage of a pipeline; detect takes the options (a model
+// view for specs that name trained models, metrics, logger).
+func BuildStage(name string, s *spec.Spec, topics processors.Topics, detect ...processors.DetectOption) (processors.Stage, error) {
 	switch name {
 	case "preprocess":
 		return processors.NewPreprocess(s, topics)
 	case "detect":
-		return processors.NewDetect(s, topics)
+		return processors.NewDetect(s, topics, detect...)
 	case "ensemble":
 		return processors.NewEnsemble(s, topics)
 	default:
@@ -69,9 +71,19 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 		names = StageNames
 	}
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)
+	detectOpts := []processors.DetectOption{processors.DetectRegisterer(cfg.Registry), processors.DetectLogger(c.Logger)}
+	if slices.Contains(names, "detect") && processors.SpecNamesModels(cfg.Spec) {
+		// The spec scores with trained models: follow the models topic for new versions.
+		models, err := jobs.OpenModelView(ctx, api.NewConsumerFunc(c.Brokers, kgo.ClientID(c.ClientID+"-detect-models")), jobs.TopicsFor(c).Models)
+		if err != nil {
+			return err
+		}
+		defer models.Close()
+		detectOpts = append(detectOpts, processors.DetectModels(models))
+	}
 	var runners []*processors.Runner
 	for _, name := range names {
-		st, err := BuildStage(name, cfg.Spec, topics)
+		st, err := BuildStage(name, cfg.Spec, topics, detectOpts...)
 		if err != nil {
 			return err
 		}
@@ -122,11 +134,19 @@ type RunConfig struct {
 	Print         io.Writer // anomaly events as JSON lines; nil: not printed
 	SinkURIs      []string  // extra sinks of the anomalies topic
 	MetricsAddr   string    // empty: no metrics server
-	APIAddr       string    // the HTTP API; empty: not served
-	Demo          *producers.SyntheticConfig
-	DemoRate      float64
-	Registry      *prometheus.Registry
-	Logger        *slog.Logger
+	APIAddr       string    // the HTTP API, with job workers behind it; empty: neither
+	// Workers is how many jobs run at once in this process; default the core count.
+	Workers int
+	// Schedules are periodic jobs this process fires (with the API).
+	Schedules []jobs.Schedule
+	// APIKeys, RateLimit and RateBurst guard the API as in api.Config; no keys: open.
+	APIKeys   []api.Key
+	RateLimit float64
+	RateBurst int
+	Demo      *producers.SyntheticConfig
+	DemoRate  float64
+	Registry  *prometheus.Registry
+	Logger    *slog.Logger
 	// Started, if set, is told the broker address once the pipeline is up.
 	Started func(brokers []string)
 }
@@ -180,12 +200,12 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		fns = append(fns, func(ctx context.Context) error { return metrics.Serve(ctx, log) })
 	}
 	if cfg.APIAddr != "" {
-		serve, closeAPI, err := startAPI(cfg.APIAddr, c, api.Topics{Records: topics.Records, Anomalies: topics.Anomalies}, reg, log)
+		jobFns, closeJobs, err := startJobs(ctx, cfg, c, topics, reg, log)
 		if err != nil {
 			return err
 		}
-		defer closeAPI() // after runAll: in-flight ingests finish before the client closes
-		fns = append(fns, serve)
+		defer closeJobs() // after runAll: in-flight requests and jobs finish first
+		fns = append(fns, jobFns...)
 	}
 	fns = append(fns, func(ctx context.Context) error {
 		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log})
@@ -232,28 +252,59 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	return runAll(ctx, fns...)
 }
 
-// startAPI binds the API's address (so a busy port fails the start) and returns the
-// server's run function and the closer of its ingest client.
-func startAPI(addr string, c cluster.Config, topics api.Topics, reg prometheus.Registerer, log *slog.Logger) (func(context.Context) error, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"))
+// startJobs opens the job system (the views of jobs.status, datasets and models), binds
+// the API's address (so a busy port fails the start) and returns the run functions of
+// the API, a job worker and the scheduler, and the closer of what they share.
+func startJobs(ctx context.Context, cfg RunConfig, c cluster.Config, topics processors.Topics, reg prometheus.Registerer, log *slog.Logger) ([]func(context.Context) error, func(), error) {
+	jobTopics := jobs.TopicsFor(c)
+	cl, err := kgo.NewClient(append(api.ProducerOptions(jobTopics), kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"))...)
 	if err != nil {
 		return nil, nil, err
 	}
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	store, err := jobs.Open(openCtx, cl, jobTopics, api.NewConsumerFunc(c.Brokers, kgo.ClientID(c.ClientID+"-jobs-views")))
+	cancel()
+	if err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	closeAll := func() { store.Close(); cl.Close() }
 	srv, err := api.New(api.Config{
-		Client: cl, Topics: topics, Registerer: reg, Logger: log,
+		Client: cl, Topics: api.Topics{Records: topics.Records, Anomalies: topics.Anomalies}, Jobs: store,
+		Registerer: reg, Logger: log, Keys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID(c.ClientID+"-api-stream")),
 	})
 	if err != nil {
-		cl.Close()
+		closeAll()
 		return nil, nil, err
 	}
-	ln, err := api.Listen(addr)
+	worker, err := processors.NewWorker(processors.WorkerConfig{
+		Store: store, Executors: processors.JobExecutors(), Group: processors.WorkerGroup(c.Prefix),
+		ClientOpts:  []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-worker")},
+		Concurrency: cfg.Workers, Registerer: reg, Logger: log,
+	})
 	if err != nil {
-		cl.Close()
+		closeAll()
 		return nil, nil, err
 	}
-	return func(ctx context.Context) error { return srv.Serve(ctx, ln) }, cl.Close, nil
+	ln, err := api.Listen(cfg.APIAddr)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	fns := []func(context.Context) error{
+		func(ctx context.Context) error { return srv.Serve(ctx, ln) },
+		worker.Run,
+	}
+	if len(cfg.Schedules) > 0 {
+		sched := &jobs.Scheduler{Store: store, Schedules: cfg.Schedules, Group: SchedulerGroup(c.Prefix), Logger: log}
+		fns = append(fns, sched.Run)
+	}
+	return fns, closeAll, nil
 }
+
+// SchedulerGroup is the consumer group whose one member fires the periodic jobs.
+func SchedulerGroup(prefix string) string { return prefix + "scheduler" }
 
 // runDemo publishes synthetic records with injected anomalies until ctx ends.
 func runDemo(ctx context.Context, c cluster.Config, topic string, gen producers.SyntheticConfig, rate float64, log *slog.Logger) error {

@@ -119,6 +119,10 @@ func Connect(ctx context.Context, cfg Config, timeout time.Duration, opts ...kgo
 // client that publishes models must allow batches this large (kgo.ProducerBatchMaxBytes).
 const MaxModelBytes = 16 << 20
 
+// MaxJobBytes is the largest message a job queue topic takes: one job with its inline
+// rows (10,000 rows of 30 columns fit).
+const MaxJobBytes = 8 << 20
+
 // TopicSpec is one topic of the layout.
 type TopicSpec struct {
 	Name       string
@@ -137,6 +141,11 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 	longDelete := map[string]*string{"cleanup.policy": kadm.StringPtr("delete"), "retention.ms": kadm.StringPtr("-1")}
 	// A trained model is one message: allow MaxModelBytes instead of the broker's 1 MB default.
 	models := map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "max.message.bytes": kadm.StringPtr(fmt.Sprint(MaxModelBytes))}
+	// A job is one message, with up to 10,000 inline rows.
+	queue := map[string]*string{"cleanup.policy": kadm.StringPtr("delete"), "max.message.bytes": kadm.StringPtr(fmt.Sprint(MaxJobBytes))}
+	if cfg.Retention > 0 {
+		queue["retention.ms"] = del["retention.ms"]
+	}
 	p := cfg.Partitions
 	specs := []TopicSpec{
 		{cfg.Topic("records"), p, del},
@@ -145,10 +154,10 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 		{cfg.Topic("results"), p, del},
 		{cfg.Topic("anomalies"), p, del},
 		{cfg.Topic("dlq"), p, del},
-		{cfg.Topic("jobs.detect"), p, del},
-		{cfg.Topic("jobs.ensemble"), p, del},
-		{cfg.Topic("jobs.preprocess"), p, del},
-		{cfg.Topic("jobs.train"), p, del},
+		{cfg.Topic("jobs.detect"), p, queue},
+		{cfg.Topic("jobs.ensemble"), p, queue},
+		{cfg.Topic("jobs.preprocess"), p, queue},
+		{cfg.Topic("jobs.train"), p, queue},
 		{cfg.Topic("jobs.status"), p, compact},
 		{cfg.Topic("jobs.results"), p, longDelete},
 		// One partition: its consumer group's single member is the one scheduler.

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -497,11 +498,19 @@ func (d *decoder) detectors(n *yaml.Node, path string, old []Detector) []Detecto
 		d.fields(v, p, []field{
 			{"name", func(v *yaml.Node, p string) { det.Name, named = d.str(v, p) }},
 			{"algorithm", d.setStr(&det.Algorithm)},
+			{"model", func(v *yaml.Node, p string) {
+				if m, ok := d.str(v, p); ok {
+					det.Model = m
+				} else {
+					// A model was meant instead of an algorithm: asking for one would only add noise.
+					d.failed[strings.TrimSuffix(p, "model")+"algorithm"] = true
+				}
+			}},
 			{"params", func(v *yaml.Node, p string) { det.Params = d.params(v, p) }},
 			{"weight", d.setFloat(&det.Weight)},
 		})
 		if !named {
-			det.Name = det.Algorithm
+			det.Name = cmp.Or(det.Algorithm, det.Model)
 		}
 		out = append(out, det)
 	})

@@ -25,7 +25,7 @@ var badSpecs = []struct {
 	{"unknown input key", "input:\n  topic: records\n  formatt: json\n",
 		`pipeline.yaml:3: input.formatt: unknown field (known: topic, format, max_bytes, schema_ids)`},
 	{"unknown detector key", "detectors:\n  - algorithm: spectest\n    windw: 5\n",
-		`pipeline.yaml:3: detectors[0].windw: unknown field (known: name, algorithm, params, weight)`},
+		`pipeline.yaml:3: detectors[0].windw: unknown field (known: name, algorithm, model, params, weight)`},
 	{"unknown ensemble key", "ensemble: {treshold: 0.9}\n",
 		`pipeline.yaml:1: ensemble.treshold: unknown field (known: method, calibration, calibration_window, threshold, warmup, likelihood, suppress)`},
 	{"unknown likelihood key", "ensemble:\n  likelihood: {shrot: 10}\n",
@@ -110,7 +110,17 @@ var badSpecs = []struct {
 	{"empty detectors", "detectors: []\n",
 		`pipeline.yaml:1: detectors: at least one detector is required`},
 	{"missing algorithm", "detectors:\n  - name: a\n",
-		`pipeline.yaml:2: detectors[0].algorithm: required (known: {known})`},
+		`pipeline.yaml:2: detectors[0].algorithm: required (known: {known}), or model: the name of a trained model`},
+	{"model and algorithm", "detectors:\n  - algorithm: spectest\n    model: cpu\n",
+		`pipeline.yaml:3: detectors[0].model: give either algorithm or model, not both (a trained model's algorithm was fixed by its train job)`},
+	{"model with params", "detectors:\n  - model: cpu\n    params: {window: 10}\n",
+		`pipeline.yaml:3: detectors[0].params: a trained model's parameters were fixed by its train job; params go with algorithm`},
+	{"bad model name", "detectors:\n  - name: m\n    model: cpu iforest\n",
+		`pipeline.yaml:3: detectors[0].model: "cpu iforest" is not a valid name (1 to 64 characters of a-z, A-Z, 0-9, '.', '_', '-')`},
+	{"model not a string", "detectors:\n  - model: [cpu]\n",
+		`pipeline.yaml:2: detectors[0].model: expected a string, got a list`},
+	{"duplicate model entries", "detectors:\n  - model: cpu\n  - model: cpu\n",
+		`pipeline.yaml:3: detectors[1].name: duplicate detector name "cpu" (also detectors[0])`},
 	{"unknown algorithm", "detectors:\n  - algorithm: nosuch\n",
 		`pipeline.yaml:2: detectors[0].algorithm: unknown detector "nosuch" (known: {known})`},
 	{"parameter out of range", "name: p\ninput:\n  topic: records\nfeatures: all\ndetectors:\n  - name: fast\n    algorithm: spectest\n    params:\n      window: 5\n",
@@ -322,6 +332,10 @@ var goodSpecs = []struct {
 		func(s *Spec) {
 			s.Detectors = []Detector{spectest("spectest", 64, 0.5, 1), spectest("slow", 1000, 0.5, 2)}
 		}},
+	{"detectors naming trained models", "detectors:\n  - model: cpu-iforest\n  - name: b\n    model: cpu-iforest\n    weight: 2\n  - algorithm: spectest\n",
+		func(s *Spec) {
+			s.Detectors = []Detector{{Name: "cpu-iforest", Model: "cpu-iforest", Weight: 1}, {Name: "b", Model: "cpu-iforest", Weight: 2}, spectest("spectest", 64, 0.5, 1)}
+		}},
 	{"null parameter keeps its default", "detectors:\n  - algorithm: spectest\n    params: {window: ~, alpha: 0.25}\n",
 		func(s *Spec) { s.Detectors = []Detector{spectest("spectest", 64, 0.25, 1)} }},
 	{"whole numbers written as floats", "preprocess: {window: 1e3}\ninput: {max_bytes: 0x800}\n", func(s *Spec) {
@@ -365,15 +379,15 @@ func TestDefault(t *testing.T) {
 	want := &Spec{
 		Name:       "default",
 		Input:      Input{Topic: "records", Format: FormatAuto, MaxBytes: 1 << 20, SchemaIDs: []uint32{1}},
-		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 512},
+		Preprocess: Preprocess{Missing: MissingPrevious, Scaling: ScalingRobust, Window: 2000},
 		Ensemble: Ensemble{Method: MethodMax, Calibration: CalibrationPOT, CalibrationWindow: 2000, Threshold: 0.9995, Warmup: 100,
-			Likelihood: Likelihood{Short: 0, Long: 5000}, Suppress: 25},
+			Likelihood: Likelihood{Short: 0, Long: 5000}, Suppress: 100},
 		Output: Output{Format: FormatJSON, Results: "results", Anomalies: "anomalies"},
 	}
 	for _, d := range []struct {
 		name  string
 		given detectors.Params
-	}{{"ewma", detectors.Params{"alpha": 0.01}}, {"hst", nil}, {"seasonal", detectors.Params{"min_samples": 8}}} {
+	}{{"ewma", detectors.Params{"alpha": 0.01}}, {"rrcf", detectors.Params{"trees": 25, "tree_size": 1000}}, {"seasonal", detectors.Params{"min_samples": 4}}} {
 		name := d.name
 		info, err := detectors.Lookup(name)
 		if err != nil {

@@ -31,8 +31,9 @@ type Preprocess struct {
 
 // Detector is one detector instance of the pipeline.
 type Detector struct {
-	Name      string             `yaml:"name"`      // instance name in results; default the algorithm
-	Algorithm string             `yaml:"algorithm"` // registry name: zscore, ewma, hst, ...
+	Name      string             `yaml:"name"`      // instance name in results; default the algorithm or model
+	Algorithm string             `yaml:"algorithm"` // registry name: zscore, ewma, hst, ...; or Model
+	Model     string             `yaml:"model"`     // a trained model instead, scored with its latest version
 	Params    map[string]float64 `yaml:"params"`    // resolved against the registry: defaults filled
 	Weight    float64            `yaml:"weight"`    // for weighted_mean; default 1
 }

@@ -137,13 +137,24 @@ func checkDetectors(report func(path, msg string), dets []Detector) []detectors.
 	for i, d := range dets {
 		p := fmt.Sprintf("detectors[%d]", i)
 		known := false
-		if d.Algorithm == "" {
-			report(p+".algorithm", "required (known: "+knownDetectors()+")")
-		} else if info, err := detectors.Lookup(d.Algorithm); err != nil {
-			report(p+".algorithm", err.Error())
-		} else {
+		switch {
+		case d.Model != "" && d.Algorithm != "":
+			report(p+".model", "give either algorithm or model, not both (a trained model's algorithm was fixed by its train job)")
+		case d.Model != "":
 			known = true
-			resolved[i] = resolveParams(report, p+".params", info, d.Params)
+			checkName(report, p+".model", d.Model)
+			if len(d.Params) > 0 {
+				report(p+".params", "a trained model's parameters were fixed by its train job; params go with algorithm")
+			}
+		case d.Algorithm == "":
+			report(p+".algorithm", "required (known: "+knownDetectors()+"), or model: the name of a trained model")
+		default:
+			if info, err := detectors.Lookup(d.Algorithm); err != nil {
+				report(p+".algorithm", err.Error())
+			} else {
+				known = true
+				resolved[i] = resolveParams(report, p+".params", info, d.Params)
+			}
 		}
 
 		// A name taken from an unknown algorithm would only repeat the algorithm's error.
