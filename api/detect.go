@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gonomaly/gonomaly/detectors"
+	"github.com/gonomaly/gonomaly/jobs"
 )
 
 // detectorsResponse is GET /detectors: the registry as the pipeline spec sees it.
@@ -37,6 +39,9 @@ func (s *Server) listDetectors(c echo.Context) error {
 // detectRequest is POST /detect. Rows and Train are decoded by parseMatrix, which names
 // the row and column at fault; params by parseParams, which names the parameter.
 type detectRequest struct {
+	// Model scores with a trained model ("name" for its latest version, or "name@3")
+	// instead of fitting Algorithm; rows are in the model's column order.
+	Model     string                     `json:"model"`
 	Algorithm string                     `json:"algorithm"`
 	Params    map[string]json.RawMessage `json:"params"`
 	Rows      json.RawMessage            `json:"rows"`
@@ -49,6 +54,10 @@ type detectRequest struct {
 const DefaultSeed = 1
 
 type detectResponse struct {
+	// Model and Threshold are set when a trained model scored the rows: scores at or
+	// above its threshold are anomalous by its training contamination.
+	Model     string           `json:"model,omitempty"`
+	Threshold *float64         `json:"threshold,omitempty"`
 	Algorithm string           `json:"algorithm"`
 	Kind      detectors.Kind   `json:"kind"`
 	Params    detectors.Params `json:"params"`
@@ -86,6 +95,9 @@ func (s *Server) detect(c echo.Context) error {
 	if p != nil {
 		return p
 	}
+	if req.Model != "" {
+		return s.detectWithModel(c, req)
+	}
 	if req.Algorithm == "" {
 		return badRequest("algorithm", "algorithm: missing (known: %s)", strings.Join(detectorNames(), ", "))
 	}
@@ -119,25 +131,109 @@ func (s *Server) detect(c echo.Context) error {
 		seed = *req.Seed
 	}
 
-	scores, p := s.scoreWithin(c, info, params, seed, rows, train, trainField(req), !isAbsent(req.Train))
+	scores, p := s.scoreWithin(c, info.Name, rows.Rows, func(stop <-chan struct{}) ([]float64, *Problem) {
+		return runDetector(info, params, seed, rows, train, trainField(req), !isAbsent(req.Train), stop)
+	})
 	if p != nil {
 		return p
 	}
+	return c.JSON(http.StatusOK, detectResponse{
+		Algorithm: info.Name, Kind: info.Kind, Params: params, Seed: seed, Rows: rows.Rows, Scores: jsonScores(scores),
+	})
+}
+
+func jsonScores(scores []float64) []score {
 	out := make([]score, len(scores))
 	for i, v := range scores {
 		out[i] = score(v)
 	}
-	return c.JSON(http.StatusOK, detectResponse{
-		Algorithm: info.Name, Kind: info.Kind, Params: params, Seed: seed, Rows: rows.Rows, Scores: out,
+	return out
+}
+
+// detectWithModel scores rows with a trained model's version from the models topic. A
+// streaming model starts every request from its trained state.
+func (s *Server) detectWithModel(c echo.Context, req detectRequest) error {
+	for _, f := range []struct {
+		name  string
+		given bool
+	}{{"algorithm", req.Algorithm != ""}, {"params", req.Params != nil}, {"train", !isAbsent(req.Train)}, {"seed", req.Seed != nil}} {
+		if f.given {
+			return badRequest(f.name, "%s: not allowed with model: a trained model has its algorithm, parameters, training data and seed", f.name)
+		}
+	}
+	store := s.cfg.Jobs
+	if store == nil {
+		return problem(http.StatusServiceUnavailable, TypeUnavailable, "model", "trained models are not available: this server has no job store")
+	}
+	ref, err := jobs.ParseModelRef(req.Model)
+	if err != nil {
+		return badRequest("model", "model: %v", err)
+	}
+	m, err := store.Models.Find(ref)
+	if errors.Is(err, jobs.ErrNotFound) {
+		// Perhaps trained a moment ago through another replica's worker.
+		if serr := store.Models.Sync(c.Request().Context()); serr == nil {
+			m, err = store.Models.Find(ref)
+		}
+	}
+	if err != nil {
+		return problem(http.StatusNotFound, TypeBlank, "model", "%v", err)
+	}
+	if isAbsent(req.Rows) {
+		return badRequest("rows", "rows: missing (want an array of rows of the model's columns: %s)", strings.Join(m.Columns, ", "))
+	}
+	rows, p := parseMatrix(req.Rows, "rows", s.cfg.MaxRows, len(m.Columns), "the model's columns ("+strings.Join(m.Columns, ", ")+")")
+	if p != nil {
+		return p
+	}
+	batch, stream, err := m.Restore()
+	if err != nil {
+		p := problem(http.StatusInternalServerError, TypeInternal, "model", "model %s cannot be restored; it has been logged", ref)
+		p.cause = err
+		return p
+	}
+	name := jobs.ModelRef{Name: m.Name, Version: m.Version}.String()
+	scores, p := s.scoreWithin(c, name, rows.Rows, func(stop <-chan struct{}) ([]float64, *Problem) {
+		scores := make([]float64, rows.Rows)
+		if batch != nil {
+			if err := batch.Score(rows, scores); err != nil {
+				return nil, badRequest("rows", "cannot score with %s: %v", name, err)
+			}
+			return scores, nil
+		}
+		for i := range rows.Rows {
+			if i%256 == 0 && isClosed(stop) {
+				return nil, nil
+			}
+			scores[i] = stream.ScoreLearn("api", rows.Row(i), nil)
+		}
+		return scores, nil
 	})
+	if p != nil {
+		return p
+	}
+	info, _ := detectors.Lookup(m.Algorithm) // Restore found it
+	threshold := m.Threshold
+	return c.JSON(http.StatusOK, detectResponse{
+		Model: name, Threshold: &threshold, Algorithm: m.Algorithm, Kind: info.Kind, Params: m.Params, Seed: m.Seed,
+		Rows: rows.Rows, Scores: jsonScores(scores),
+	})
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // scoreWithin runs the detector on a free core within the work budget (DetectTimeout,
 // waiting included). Detectors cannot be interrupted, so a computation over the budget
 // keeps its core until it ends: a burst of heavy requests cannot pile up more work than
 // there are cores, and the client hears at the deadline that it should submit a job.
-func (s *Server) scoreWithin(c echo.Context, info detectors.Info, params detectors.Params, seed uint64,
-	rows, train detectors.Matrix, trainField string, trainGiven bool) ([]float64, *Problem) {
+func (s *Server) scoreWithin(c echo.Context, name string, rows int, run func(stop <-chan struct{}) ([]float64, *Problem)) ([]float64, *Problem) {
 	timer := time.NewTimer(s.cfg.DetectTimeout)
 	defer timer.Stop()
 	ctx := c.Request().Context()
@@ -161,13 +257,13 @@ func (s *Server) scoreWithin(c echo.Context, info detectors.Info, params detecto
 		defer func() {
 			if r := recover(); r != nil {
 				s.metrics.panics.Inc()
-				s.log.Error("detector panicked", "algorithm", info.Name, "panic", r, "stack", string(debug.Stack()))
+				s.log.Error("detector panicked", "detector", name, "panic", r, "stack", string(debug.Stack()))
 				p := problem(http.StatusInternalServerError, TypeInternal, "", "internal error; it has been logged")
-				p.cause = fmt.Errorf("detector %s panicked: %v", info.Name, r)
+				p.cause = fmt.Errorf("detector %s panicked: %v", name, r)
 				done <- outcome{nil, p}
 			}
 		}()
-		scores, p := runDetector(info, params, seed, rows, train, trainField, trainGiven, stop)
+		scores, p := run(stop)
 		done <- outcome{scores, p}
 	}()
 	select {
@@ -175,7 +271,7 @@ func (s *Server) scoreWithin(c echo.Context, info detectors.Info, params detecto
 		return o.scores, o.p
 	case <-timer.C:
 		close(stop)
-		return nil, problem(http.StatusUnprocessableEntity, TypeTooLarge, "", "scoring %d rows with %s did not finish within %s, the work budget of POST /detect; submit a job (POST /api/v1/jobs) for this much work", rows.Rows, info.Name, s.cfg.DetectTimeout)
+		return nil, problem(http.StatusUnprocessableEntity, TypeTooLarge, "", "scoring %d rows with %s did not finish within %s, the work budget of POST /detect; submit a job (POST /api/v1/jobs) for this much work", rows, name, s.cfg.DetectTimeout)
 	case <-ctx.Done():
 		close(stop)
 		return nil, problem(http.StatusServiceUnavailable, TypeUnavailable, "", "the request ended before scoring finished")

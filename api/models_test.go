@@ -136,3 +136,85 @@ func TestModelRoutesWithoutJobs(t *testing.T) {
 		}
 	}
 }
+
+// TestDetectWithTrainedModel: POST /detect with a model scores exactly as the fitted
+// detector does, for a batch and a streaming model, and names what is wrong otherwise.
+func TestDetectWithTrainedModel(t *testing.T) {
+	store, _ := openModelsStore(t)
+	h := newTestServer(t, Config{Jobs: store}).Handler()
+	train := detectors.NewMatrix(200, 2)
+	for i := range train.Rows {
+		train.Data[2*i], train.Data[2*i+1] = float64(i%13), float64(i%7)
+	}
+	rows := detectors.Matrix{Rows: 3, Cols: 2, Data: []float64{1, 2, 50, -50, 6, 3}}
+	for _, algo := range []string{"iforest", "zscore"} {
+		info, _ := detectors.Lookup(algo)
+		params, _ := info.Resolve(nil)
+		want := make([]float64, rows.Rows)
+		var snap []byte
+		if info.NewBatch != nil {
+			det, _ := info.NewBatch(params, 9)
+			if err := det.Fit(train); err != nil {
+				t.Fatal(err)
+			}
+			det.Score(rows, want)
+			snap, _ = det.(detectors.Persistent).MarshalBinary()
+		} else {
+			det, _ := info.NewStreaming(params, 9)
+			for i := range train.Rows {
+				det.ScoreLearn("api", train.Row(i), nil)
+			}
+			snap, _ = det.(detectors.Persistent).MarshalBinary()
+			for i := range rows.Rows {
+				want[i] = det.ScoreLearn("api", rows.Row(i), nil)
+			}
+		}
+		m, err := store.PublishModel(context.Background(), jobs.Model{
+			Name: "m-" + algo, Algorithm: algo, Params: params, Seed: 9, Columns: []string{"cpu", "mem"},
+			Threshold: 0.7, Snapshot: snap, Training: jobs.Training{Rows: train.Rows},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // a streaming model starts every request from its trained state
+			rec := do(h, "POST", Prefix+"/detect", "application/json", `{"model":"m-`+algo+`","rows":[[1,2],[50,-50],[6,3]]}`)
+			var got struct {
+				Model     string
+				Threshold float64
+				Scores    []float64
+			}
+			if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &got) != nil {
+				t.Fatalf("%s: %d %s", algo, rec.Code, rec.Body)
+			}
+			if got.Model != "m-"+algo+"@1" || got.Threshold != 0.7 || len(got.Scores) != 3 || m.Version != 1 {
+				t.Fatalf("%s: %s", algo, rec.Body)
+			}
+			for i := range want {
+				if got.Scores[i] != want[i] {
+					t.Fatalf("%s: scores %v, the fitted detector gives %v", algo, got.Scores, want)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		body  string
+		code  int
+		field string
+	}{
+		{`{"model":"m-iforest","algorithm":"iforest","rows":[[1,2]]}`, 400, "algorithm"},
+		{`{"model":"m-iforest","seed":3,"rows":[[1,2]]}`, 400, "seed"},
+		{`{"model":"nope","rows":[[1,2]]}`, 404, "model"},
+		{`{"model":"m-iforest@7","rows":[[1,2]]}`, 404, "model"},
+		{`{"model":"bad name!","rows":[[1,2]]}`, 400, "model"},
+		{`{"model":"m-iforest","rows":[[1,2,3]]}`, 400, "rows[0]"},
+		{`{"model":"m-iforest"}`, 400, "rows"},
+	} {
+		rec := do(h, "POST", Prefix+"/detect", "application/json", tc.body)
+		if rec.Code != tc.code || !strings.Contains(rec.Body.String(), `"field":"`+tc.field) {
+			t.Errorf("%s: %d %s, want %d naming %s", tc.body, rec.Code, rec.Body, tc.code, tc.field)
+		}
+	}
+	if rec := do(newTestServer(t, Config{}).Handler(), "POST", Prefix+"/detect", "application/json", `{"model":"m","rows":[[1]]}`); rec.Code != 503 {
+		t.Errorf("without a job store: %d %s", rec.Code, rec.Body)
+	}
+}

@@ -420,7 +420,10 @@ func (c *Client) Detectors(ctx context.Context) ([]detectors.Info, error) {
 
 // DetectRequest is a small batch to score synchronously (POST /detect).
 type DetectRequest struct {
-	Algorithm string           `json:"algorithm"`
+	// Model scores with a trained model ("name" or "name@3") instead of Algorithm; then
+	// only Rows may be given, in the model's column order.
+	Model     string           `json:"model,omitempty"`
+	Algorithm string           `json:"algorithm,omitempty"`
 	Params    detectors.Params `json:"params,omitempty"`
 	Rows      [][]float64      `json:"rows"`
 	// Train, when given, fits a batch detector (or warms a streaming one) instead of Rows.
@@ -432,6 +435,9 @@ type DetectRequest struct {
 // DetectResponse is one score per row, higher is more anomalous. A streaming detector's
 // warm-up scores are NaN.
 type DetectResponse struct {
+	// Model ("name@version") and Threshold are set when a trained model scored the rows.
+	Model     string           `json:"model,omitempty"`
+	Threshold float64          `json:"threshold,omitempty"`
 	Algorithm string           `json:"algorithm"`
 	Kind      detectors.Kind   `json:"kind"`
 	Params    detectors.Params `json:"params"`

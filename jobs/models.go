@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gonomaly/gonomaly/detectors"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 )
 
@@ -200,3 +201,40 @@ func tooLarge(name string, size, limit int) error {
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// Restore rebuilds a model version's fitted detector from its snapshot: exactly one of
+// batch and stream is set. Each call returns a new, independent copy.
+func (m Model) Restore() (batch detectors.Batch, stream detectors.Streaming, err error) {
+	ref := ModelRef{Name: m.Name, Version: m.Version}
+	info, err := detectors.Lookup(m.Algorithm)
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %s: %w", ref, err)
+	}
+	params, err := info.Resolve(m.Params)
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %s: %w", ref, err)
+	}
+	var p detectors.Persistent
+	switch {
+	case info.NewBatch != nil:
+		if batch, err = info.NewBatch(params, m.Seed); err == nil {
+			p, _ = batch.(detectors.Persistent)
+		}
+	case info.NewStreaming != nil:
+		if stream, err = info.NewStreaming(params, m.Seed); err == nil {
+			p, _ = stream.(detectors.Persistent)
+		}
+	default:
+		err = fmt.Errorf("%s has no constructor", info.Name)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %s: %w", ref, err)
+	}
+	if p == nil {
+		return nil, nil, fmt.Errorf("model %s: %s cannot be restored from a snapshot", ref, info.Name)
+	}
+	if err := p.UnmarshalBinary(m.Snapshot); err != nil {
+		return nil, nil, fmt.Errorf("model %s: restoring the fitted %s: %w", ref, info.Name, err)
+	}
+	return batch, stream, nil
+}

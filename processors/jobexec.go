@@ -300,19 +300,13 @@ func newJobDetector(algorithm string, given detectors.Params, seed uint64) (*job
 
 // restoreModel rebuilds a trained model's detector from its snapshot.
 func restoreModel(m jobs.Model) (*jobDetector, error) {
-	ref := jobs.ModelRef{Name: m.Name, Version: m.Version}
-	d, err := newJobDetector(m.Algorithm, m.Params, m.Seed)
+	batch, stream, err := m.Restore()
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", ref, err)
+		return nil, err
 	}
-	p := d.persistent()
-	if p == nil {
-		return nil, fmt.Errorf("model %s: %s cannot be restored from a snapshot", ref, d.name)
-	}
-	if err := p.UnmarshalBinary(m.Snapshot); err != nil {
-		return nil, fmt.Errorf("model %s: restoring the fitted %s: %w", ref, d.name, err)
-	}
-	return d, nil
+	info, _ := detectors.Lookup(m.Algorithm) // Restore found it
+	params, _ := info.Resolve(m.Params)
+	return &jobDetector{name: info.Name, params: params, batch: batch, stream: stream}, nil
 }
 
 func (d *jobDetector) persistent() detectors.Persistent {
