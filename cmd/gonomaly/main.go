@@ -43,7 +43,7 @@ var commands = []command{
 	{"topics", "list topics with partitions and end offsets", cmdTopics},
 	{"lag", "consumer lag per partition of a group", cmdLag},
 	{"eval", "detection quality on labelled data: eval odds (PyOD protocol), eval nab (NAB scoring)", cmdEval},
-	{"bench", "benchmarks: bench pipeline", cmdBench},
+	{"bench", "benchmarks: bench pipeline, bench api", cmdBench},
 }
 
 func main() {

@@ -1,6 +1,7 @@
 // Package bench holds gonomaly's benchmarks that run whole processes rather than single
 // functions: `gonomaly bench pipeline` drives producer → every stage → sink on the
-// embedded broker and measures throughput, latency and memory.
+// embedded broker and measures throughput, latency and memory; `gonomaly bench api`
+// drives job submissions and status reads through the HTTP API.
 package bench
 
 import (
