@@ -34,7 +34,7 @@ test-short:
 KAFKA_PORT ?= 19092
 # The packages whose integration tests take their broker from testkit.Brokers, so honour
 # KAFKA_BROKERS (processors' runner tests inject faults into the embedded broker: not here).
-KAFKA_PKGS := ./internal/app/ ./internal/cluster/ ./sinks/
+KAFKA_PKGS := ./internal/app/ ./internal/cluster/ ./sinks/ ./jobs/ ./api/ ./client/
 
 kafka-up:
 	KAFKA_PORT=$(KAFKA_PORT) ./scripts/kafka.sh up

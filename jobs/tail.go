@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -89,16 +91,25 @@ func (t *tail) finish(err error) {
 // API calls it once at start (a restarted replica serves only after it has recovered
 // every status) and wherever it must read its own or another replica's writes.
 func (t *tail) sync(ctx context.Context) error {
-	ends, err := t.adm.ListEndOffsets(ctx, t.topic)
+	var ends, starts kadm.ListedOffsets
+	err := retryMetadata(ctx, func() error {
+		var err error
+		if ends, err = t.adm.ListEndOffsets(ctx, t.topic); err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("end offsets of %s: %w", t.topic, err)
+		}
+		if starts, err = t.adm.ListStartOffsets(ctx, t.topic); err == nil {
+			err = starts.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("start offsets of %s: %w", t.topic, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("end offsets of %s: %w", t.topic, err)
-	}
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("end offsets of %s: %w", t.topic, err)
-	}
-	starts, err := t.adm.ListStartOffsets(ctx, t.topic)
-	if err != nil {
-		return fmt.Errorf("start offsets of %s: %w", t.topic, err)
+		return err
 	}
 	for {
 		t.mu.Lock()
@@ -133,4 +144,21 @@ func (t *tail) close() {
 	t.stop()
 	t.cl.Close()
 	<-t.done
+}
+
+// retryMetadata retries fn while it fails because a broker does not know the topic yet:
+// on Kafka (KRaft) a topic just created by another process reaches every broker's
+// metadata a moment later. Other errors, and ctx's end, stop it.
+func retryMetadata(ctx context.Context, fn func() error) error {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := fn()
+		if err == nil || !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
