@@ -9,6 +9,7 @@ import (
 
 	"github.com/gonomaly/gonomaly/api"
 	"github.com/gonomaly/gonomaly/internal/app"
+	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
 	"github.com/gonomaly/gonomaly/jobs"
 )
@@ -57,28 +58,12 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 		env.log.Info("API keys loaded", "keys", len(keys))
 	}
 
-	c, err := cf.config(env)
+	store, c, closeStore, err := openJobStore(ctx, &cf, env, "gonomaly-api", *createTopics)
 	if err != nil {
 		return err
 	}
-	topics := jobs.TopicsFor(c)
-	cl, c, err := cf.connect(ctx, env, append(api.ProducerOptions(topics), kgo.ClientID("gonomaly-api"))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if *createTopics {
-		if err := c.EnsureLayout(ctx, cl); err != nil {
-			return err
-		}
-	}
-	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	store, err := jobs.Open(openCtx, cl, topics, api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-views")))
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer store.Close() // after the server: in-flight requests read the views to the end
+	defer closeStore() // after the server: in-flight requests read the views to the end
+	cl := store.Client
 	env.log.Info("job statuses recovered", "jobs", store.Statuses.Len())
 
 	reg := telemetry.NewRegistry()
@@ -132,4 +117,33 @@ func loadAPIKeys(inline, path string) ([]api.Key, error) {
 		return nil, usageErr("--api-keys and --api-keys-file together: %v", err)
 	}
 	return keys, nil
+}
+
+// openJobStore connects as clientID, creates the topic layout if asked, and opens the job
+// store with its views caught up: what the API and a worker both start with. The client
+// allows the sizes of models and of jobs with inline rows. closeStore releases both.
+func openJobStore(ctx context.Context, cf *clusterFlags, env *environment, clientID string, createTopics bool) (*jobs.Store, cluster.Config, func(), error) {
+	c, err := cf.config(env)
+	if err != nil {
+		return nil, c, nil, err
+	}
+	topics := jobs.TopicsFor(c)
+	cl, c, err := cf.connect(ctx, env, append(api.ProducerOptions(topics), kgo.ClientID(clientID))...)
+	if err != nil {
+		return nil, c, nil, err
+	}
+	if createTopics {
+		if err := c.EnsureLayout(ctx, cl); err != nil {
+			cl.Close()
+			return nil, c, nil, err
+		}
+	}
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	store, err := jobs.Open(openCtx, cl, topics, api.NewConsumerFunc(c.Brokers, kgo.ClientID(clientID+"-views")))
+	cancel()
+	if err != nil {
+		cl.Close()
+		return nil, c, nil, err
+	}
+	return store, c, func() { store.Close(); cl.Close() }, nil
 }

@@ -49,27 +49,7 @@ type process struct {
 
 func start(t *testing.T, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd, stdout: bufio.NewReader(out), stderr: &testkit.SyncBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("stderr of gonomaly %s:\n%s", strings.Join(args, " "), p.stderr.String())
-		}
-	})
-	return p
+	return startEnv(t, nil, args...)
 }
 
 // stop sends SIGTERM and returns the exit error within the deadline.

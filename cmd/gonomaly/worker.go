@@ -9,7 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/gonomaly/gonomaly/api"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
 	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/processors"
@@ -51,29 +50,11 @@ func cmdWorker(ctx context.Context, args []string, env *environment) error {
 		return usageErr("--concurrency %d: must be 1..1024", *concurrency)
 	}
 
-	c, err := cf.config(env)
+	store, c, closeStore, err := openJobStore(ctx, &cf, env, "gonomaly-worker", *createTopics)
 	if err != nil {
 		return err
 	}
-	topics := jobs.TopicsFor(c)
-	// Executors publish models and datasets through this client: it allows their sizes.
-	cl, c, err := cf.connect(ctx, env, append(api.ProducerOptions(topics), kgo.ClientID("gonomaly-worker"))...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if *createTopics {
-		if err := c.EnsureLayout(ctx, cl); err != nil {
-			return err
-		}
-	}
-	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	store, err := jobs.Open(openCtx, cl, topics, api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-worker-views")))
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+	defer closeStore()
 
 	reg := telemetry.NewRegistry()
 	w, err := processors.NewWorker(processors.WorkerConfig{
