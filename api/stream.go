@@ -31,7 +31,9 @@ const (
 // group) for brokers with opts, then the options the stream adds. Main and tests use it
 // so that both build the same client.
 func NewConsumerFunc(brokers []string, opts ...kgo.Opt) func(...kgo.Opt) (*kgo.Client, error) {
-	base := append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)
+	// read_committed: with exactly-once stages, records of aborted transactions are
+	// never shown; without transactions it changes nothing.
+	base := append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())}, opts...)
 	return func(more ...kgo.Opt) (*kgo.Client, error) {
 		return kgo.NewClient(append(append([]kgo.Opt(nil), base...), more...)...)
 	}

@@ -1,7 +1,9 @@
 // Package processors holds the pipeline's stages (preprocess, detect, ensemble) and the
 // consume-transform-produce runner they share: one consumer group per stage, one
-// goroutine per assigned partition, per-key order kept, offsets committed only after
-// every output of a record is acknowledged by the broker (at-least-once).
+// goroutine per assigned partition, per-key order kept. By default offsets are committed
+// only after every output of a record is acknowledged by the broker (at-least-once);
+// with RunnerConfig.ExactlyOnce outputs and offsets commit together in Kafka
+// transactions.
 package processors
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +58,28 @@ type RunnerConfig struct {
 	InFlight       int       // batches per partition awaiting acks; default 8
 	Logger         *slog.Logger
 	Metrics        *StageMetrics
+
+	// ExactlyOnce reads, transforms and writes in Kafka transactions: a stage's outputs
+	// (DLQ records included) and its consumed offsets commit together or not at all, and
+	// inputs are read with read_committed. Per-partition processor state is not yet
+	// checkpointed: after a crash or an aborted transaction the outputs are still exactly
+	// one per input, but scores may differ from an uninterrupted run.
+	ExactlyOnce bool
+	// TransactionalID prefixes the runner's transactional id (prefix + group). It must
+	// differ between live processes and should stay the same when a process restarts,
+	// so that the new incarnation fences the old one and aborts its open transaction at
+	// once. Default "gonomaly-<hostname>-<pid>-" (stable per pod on Kubernetes, where
+	// the process is pid 1).
+	TransactionalID string
+	// CommitInterval is how long a transaction collects outputs before it commits;
+	// default 100 ms. Longer: more throughput, more latency for read_committed readers.
+	CommitInterval time.Duration
+	// TransactionTimeout is after how long the broker aborts a transaction of a process
+	// that died without a successor using its transactional id; default 10 s.
+	TransactionTimeout time.Duration
+	// MaxAborts is how many transactions in a row may abort on produce errors before
+	// the stage fails; default 10.
+	MaxAborts int
 }
 
 // Runner runs one Stage as a consumer group.
@@ -72,6 +97,14 @@ type Runner struct {
 	fatalOnce sync.Once
 	fatalErr  error
 	fatal     chan struct{}
+
+	txnMu     sync.Mutex
+	txnErr    error // first produce error of the open transaction
+	committed atomic.Int64
+	aborted   atomic.Int64
+	// produceErr is txnProduced as a func value made once: a method value allocates
+	// on every use, and this is the promise of every output.
+	produceErr func(*kgo.Record, error)
 }
 
 type topicPartition struct {
@@ -93,8 +126,21 @@ func NewRunner(stage Stage, cfg RunnerConfig) *Runner {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewStageMetrics(nil, stage.Name())
 	}
+	if cfg.TransactionalID == "" {
+		host, _ := os.Hostname()
+		cfg.TransactionalID = fmt.Sprintf("gonomaly-%s-%d-", host, os.Getpid())
+	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = 100 * time.Millisecond
+	}
+	if cfg.TransactionTimeout <= 0 {
+		cfg.TransactionTimeout = 10 * time.Second
+	}
+	if cfg.MaxAborts <= 0 {
+		cfg.MaxAborts = 10
+	}
 	log := cfg.Logger.With("stage", stage.Name(), "group", cfg.Group)
-	return &Runner{
+	r := &Runner{
 		stage:   stage,
 		cfg:     cfg,
 		log:     log,
@@ -103,6 +149,13 @@ func NewRunner(stage Stage, cfg RunnerConfig) *Runner {
 		workers: map[topicPartition]*partitionWorker{},
 		fatal:   make(chan struct{}),
 	}
+	r.produceErr = r.txnProduced
+	return r
+}
+
+// Transactions reports how many transactions committed and aborted (exactly-once mode).
+func (r *Runner) Transactions() (committed, aborted int64) {
+	return r.committed.Load(), r.aborted.Load()
 }
 
 // Run consumes until ctx is cancelled (then it finishes in-flight records, commits and
@@ -115,8 +168,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.BlockRebalanceOnPoll(),
-		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(time.Second),
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
@@ -125,13 +176,34 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.ProducerLinger(0),
 		kgo.ProducerBatchMaxBytes(1<<20),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		// Free without transactions (the stable offset is the end), and correct when the
+		// stage upstream writes transactionally: aborted outputs are never read.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)
-	cl, err := kgo.NewClient(opts...)
+	var sess *kgo.GroupTransactSession
+	var err error
+	if r.cfg.ExactlyOnce {
+		opts = append(opts,
+			kgo.TransactionalID(r.cfg.TransactionalID+r.cfg.Group),
+			kgo.TransactionTimeout(r.cfg.TransactionTimeout),
+			// Offsets of a transaction still open are not handed out (KIP-447): a new
+			// owner waits for them instead of re-reading. Always on in franz-go; named
+			// here for the reader.
+			kgo.RequireStableFetchOffsets(),
+		)
+		sess, err = kgo.NewGroupTransactSession(opts...)
+		if err == nil {
+			r.cl = sess.Client()
+		}
+	} else {
+		opts = append(opts, kgo.AutoCommitMarks(), kgo.AutoCommitInterval(time.Second))
+		r.cl, err = kgo.NewClient(opts...)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: kafka client: %w", r.stage.Name(), err)
 	}
-	r.cl = cl
-	r.log.Info("stage started", "topics", r.stage.InputTopics())
+	cl := r.cl
+	r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", r.cfg.ExactlyOnce)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -143,29 +215,27 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}()
 
+	if sess != nil {
+		// Initialising the producer id fences a previous incarnation with the same
+		// transactional id and aborts its open transaction, whose pending offsets would
+		// otherwise hold up our first offset fetch until the transaction times out.
+		if _, _, err := cl.ProducerID(pollCtx); err != nil && pollCtx.Err() == nil {
+			r.fail(fmt.Errorf("init transactional producer: %w", err))
+		}
+		r.consumeTransactional(pollCtx, sess)
+		r.stopWorkers(nil, true) // idle: the last transaction has ended
+		sess.CloseAllowingRebalance()
+		r.log.Info("stage stopped")
+		return r.fatalErr
+	}
+
 	for {
 		fetches := cl.PollRecords(pollCtx, r.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || pollCtx.Err() != nil {
 			break
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			r.badLog.Warn("fetch error", "topic", topic, "partition", p, "err", err) // kgo retries; a dead topic would flood
-		})
-		r.mu.Lock()
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 {
-				return
-			}
-			w := r.workers[topicPartition{p.Topic, p.Partition}]
-			if w == nil { // revoked between fetch and dispatch: the next owner reads them
-				return
-			}
-			select {
-			case w.in <- p.Records: // blocks when the worker is behind: back-pressure
-			case <-r.fatal:
-			}
-		})
-		r.mu.Unlock()
+		r.logFetchErrors(fetches)
+		r.dispatch(fetches, nil)
 		cl.AllowRebalance()
 	}
 
@@ -179,6 +249,176 @@ func (r *Runner) Run(ctx context.Context) error {
 	cl.CloseAllowingRebalance()
 	r.log.Info("stage stopped")
 	return r.fatalErr
+}
+
+func (r *Runner) logFetchErrors(fetches kgo.Fetches) {
+	fetches.EachError(func(topic string, p int32, err error) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return // a poll bounded by the transaction's deadline
+		}
+		r.badLog.Warn("fetch error", "topic", topic, "partition", p, "err", err) // kgo retries; a dead topic would flood
+	})
+}
+
+// dispatch hands each partition's records to its worker. In a transaction, txn counts
+// the batches so that the transaction ends only once every one has been processed.
+func (r *Runner) dispatch(fetches kgo.Fetches, txn *sync.WaitGroup) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		w := r.workers[topicPartition{p.Topic, p.Partition}]
+		if w == nil {
+			if txn != nil {
+				// The session would commit these offsets unprocessed: abort instead.
+				r.txnProduced(nil, fmt.Errorf("records of unassigned partition %s/%d", p.Topic, p.Partition))
+			}
+			return // revoked between fetch and dispatch: the next owner reads them
+		}
+		b := batch{recs: p.Records, txn: txn}
+		if txn != nil {
+			txn.Add(1)
+		}
+		select {
+		case w.in <- b: // blocks when the worker is behind: back-pressure
+		case <-r.fatal:
+			b.finish()
+		}
+	})
+}
+
+// consumeTransactional is the exactly-once loop. Records polled since Begin are
+// dispatched to the partition workers, whose outputs join the open transaction; every
+// CommitInterval the loop waits until the workers have processed what they were given
+// and ends the transaction, which flushes the outputs and commits the polled offsets
+// with them (GroupTransactSession.End).
+//
+// Rebalances: BlockRebalanceOnPoll keeps the group from rebalancing (and the revoke and
+// lost callbacks from running) from the first poll of a transaction until AllowRebalance,
+// which is called only between transactions, so a revoked partition's in-flight
+// transaction has always ended before it moves. The session still aborts the first
+// transaction after a revocation (it cannot tell that none was open); its records are
+// re-read from the committed offsets, so nothing is doubled.
+func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransactSession) {
+	var (
+		inTxn    bool
+		deadline time.Time
+		pending  sync.WaitGroup
+		aborts   int
+	)
+	for {
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if inTxn {
+			pollCtx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		fetches := sess.PollRecords(pollCtx, r.cfg.MaxPollRecords)
+		cancel()
+		stopping := fetches.IsClientClosed() || ctx.Err() != nil
+		if !stopping {
+			r.logFetchErrors(fetches)
+			if fetches.NumRecords() > 0 && !inTxn {
+				if err := sess.Begin(); err != nil {
+					r.fail(fmt.Errorf("begin transaction: %w", err))
+					return
+				}
+				inTxn, deadline = true, time.Now().Add(r.cfg.CommitInterval)
+			}
+			if inTxn {
+				r.dispatch(fetches, &pending)
+			}
+		}
+		if inTxn && (stopping || !time.Now().Before(deadline) || r.txnFailed()) {
+			pending.Wait() // no worker produces while the transaction ends
+			committed, reason, err := r.endTxn(sess)
+			inTxn = false
+			switch {
+			case err != nil:
+				r.fail(fmt.Errorf("end transaction: %w", err))
+				return
+			case committed:
+				aborts = 0
+			case reason == nil:
+				// The session aborted (a rebalance since Begin) and rewound to the
+				// committed offsets: the records are processed again.
+				r.log.Info("transaction aborted after a rebalance; its records will be processed again")
+			default:
+				// Nothing of the transaction is visible and the session has rewound to
+				// the committed offsets: the records are processed again, after a pause
+				// that gives a struggling broker room.
+				aborts++
+				r.badLog.Warn("transaction aborted; its records will be processed again", "reason", reason, "in_a_row", aborts)
+				if aborts >= r.cfg.MaxAborts {
+					r.fail(fmt.Errorf("%d transactions in a row aborted, last: %w", aborts, reason))
+					return
+				}
+				if !stopping {
+					backoff := min(50*time.Millisecond<<min(aborts, 6), 2*time.Second)
+					select {
+					case <-time.After(backoff):
+					case <-ctx.Done():
+					}
+				}
+			}
+		}
+		if !inTxn {
+			sess.AllowRebalance()
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// endTxn commits the open transaction unless an output failed or the stage is failing.
+// reason says why it aborted when the runner asked for the abort; nil when the session
+// chose to abort (a rebalance since Begin).
+func (r *Runner) endTxn(sess *kgo.GroupTransactSession) (committed bool, reason, err error) {
+	r.txnMu.Lock()
+	reason, r.txnErr = r.txnErr, nil
+	r.txnMu.Unlock()
+	select {
+	case <-r.fatal:
+		reason = errors.New("stage failing")
+	default:
+	}
+	try := kgo.TryCommit
+	if reason != nil {
+		try = kgo.TryAbort
+	}
+	// Not the run's context: an End cut short leaves the client in an unknown state.
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TransactionTimeout+10*time.Second)
+	defer cancel()
+	committed, err = sess.End(ctx, try)
+	if committed {
+		r.committed.Add(1)
+	} else {
+		r.aborted.Add(1)
+	}
+	return committed, reason, err
+}
+
+// txnProduced is the promise of outputs produced in a transaction: the first failure
+// dooms the transaction.
+func (r *Runner) txnProduced(rec *kgo.Record, err error) {
+	if err == nil {
+		return
+	}
+	if rec != nil {
+		err = fmt.Errorf("produce to %s: %w", rec.Topic, err)
+	}
+	r.txnMu.Lock()
+	if r.txnErr == nil {
+		r.txnErr = err
+	}
+	r.txnMu.Unlock()
+}
+
+func (r *Runner) txnFailed() bool {
+	r.txnMu.Lock()
+	defer r.txnMu.Unlock()
+	return r.txnErr != nil
 }
 
 func (r *Runner) fail(err error) {
@@ -216,6 +456,9 @@ func (r *Runner) assigned(_ context.Context, cl *kgo.Client, assigned map[string
 // the partitions move, so the next owner starts where we stopped.
 func (r *Runner) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	r.stopWorkers(revoked, true)
+	if r.cfg.ExactlyOnce {
+		return // no transaction is open while a rebalance may run: nothing to commit
+	}
 	if err := cl.CommitMarkedOffsets(ctx); err != nil {
 		r.log.Warn("commit on revoke failed", "err", err)
 	}
@@ -261,10 +504,23 @@ type partitionWorker struct {
 	r     *Runner
 	tp    topicPartition
 	proc  Processor
-	in    chan []*kgo.Record
-	acks  chan *pendingBatch
+	in    chan batch
+	acks  chan *pendingBatch // nil in exactly-once mode: the transaction acknowledges
 	abort atomic.Bool
 	done  chan struct{}
+}
+
+// batch is one poll's records of a partition. In exactly-once mode txn counts the
+// batches of the open transaction still being processed.
+type batch struct {
+	recs []*kgo.Record
+	txn  *sync.WaitGroup
+}
+
+func (b batch) finish() {
+	if b.txn != nil {
+		b.txn.Done()
+	}
 }
 
 type pendingBatch struct {
@@ -273,14 +529,17 @@ type pendingBatch struct {
 }
 
 func newPartitionWorker(r *Runner, tp topicPartition, proc Processor) *partitionWorker {
-	return &partitionWorker{
+	w := &partitionWorker{
 		r:    r,
 		tp:   tp,
 		proc: proc,
-		in:   make(chan []*kgo.Record, 1),
-		acks: make(chan *pendingBatch, r.cfg.InFlight),
+		in:   make(chan batch, 1),
 		done: make(chan struct{}),
 	}
+	if !r.cfg.ExactlyOnce {
+		w.acks = make(chan *pendingBatch, r.cfg.InFlight)
+	}
+	return w
 }
 
 func (w *partitionWorker) stop(finish bool) {
@@ -293,46 +552,58 @@ func (w *partitionWorker) stop(finish bool) {
 
 func (w *partitionWorker) run() {
 	ackerDone := make(chan struct{})
-	go w.ack(ackerDone)
+	if w.acks != nil {
+		go w.ack(ackerDone)
+	} else {
+		close(ackerDone)
+	}
 	defer func() {
-		close(w.acks)
+		if w.acks != nil {
+			close(w.acks)
+		}
 		<-ackerDone
 		if c, ok := w.proc.(interface{ Close() }); ok {
 			c.Close()
 		}
 		close(w.done)
 	}()
+	// After an abort the remaining batches are drained unprocessed, so that a blocked
+	// dispatcher (and a transaction waiting for its batches) can move on.
+	for b := range w.in {
+		if !w.abort.Load() {
+			w.processBatch(b.recs)
+		}
+		b.finish()
+	}
+}
+
+func (w *partitionWorker) processBatch(recs []*kgo.Record) {
 	m := w.r.metrics
-	for batch := range w.in {
-		if w.abort.Load() {
+	var pb *pendingBatch
+	if w.acks != nil {
+		pb = &pendingBatch{last: recs[len(recs)-1]}
+	}
+	start := time.Now()
+	emitted := 0
+	for _, rec := range recs {
+		err := w.process(rec, pb, &emitted)
+		if err == nil {
 			continue
 		}
-		pb := &pendingBatch{last: batch[len(batch)-1]}
-		start := time.Now()
-		emitted := 0
-		for _, rec := range batch {
-			err := w.process(rec, pb, &emitted)
-			if err == nil {
-				continue
-			}
-			var bad *BadInputError
-			if errors.As(err, &bad) {
-				w.deadLetter(rec, bad, pb)
-				continue
-			}
-			w.r.fail(fmt.Errorf("partition %s/%d offset %d: %w", rec.Topic, rec.Partition, rec.Offset, err))
-			w.abort.Store(true)
-			break
+		var bad *BadInputError
+		if errors.As(err, &bad) {
+			w.deadLetter(rec, bad, pb)
+			continue
 		}
-		m.RecordsIn.Add(float64(len(batch)))
-		m.RecordsOut.Add(float64(emitted))
-		m.BatchSeconds.Observe(time.Since(start).Seconds())
-		if w.abort.Load() {
-			break
-		}
-		w.acks <- pb
+		w.r.fail(fmt.Errorf("partition %s/%d offset %d: %w", rec.Topic, rec.Partition, rec.Offset, err))
+		w.abort.Store(true)
+		break
 	}
-	for range w.in { // drain so a blocked dispatcher can move on
+	m.RecordsIn.Add(float64(len(recs)))
+	m.RecordsOut.Add(float64(emitted))
+	m.BatchSeconds.Observe(time.Since(start).Seconds())
+	if pb != nil && !w.abort.Load() {
+		w.acks <- pb
 	}
 }
 
@@ -351,7 +622,13 @@ func (w *partitionWorker) process(rec *kgo.Record, pb *pendingBatch, emitted *in
 	})
 }
 
+// produce sends out; with pb (at-least-once) the batch is marked for commit once every
+// output is acknowledged, without (exactly-once) the transaction's End flushes it.
 func (w *partitionWorker) produce(out *kgo.Record, pb *pendingBatch) {
+	if pb == nil {
+		w.r.cl.Produce(context.Background(), out, w.r.produceErr)
+		return
+	}
 	pb.wg.Add(1)
 	w.r.cl.Produce(context.Background(), out, func(r *kgo.Record, err error) {
 		if err != nil {

@@ -156,8 +156,7 @@ func TestRunnerKeepsPerKeyOrderAndLosesNothing(t *testing.T) {
 
 func groupLag(t *testing.T, f *fixture, group string) int64 {
 	t.Helper()
-	adm := kadm.NewClient(testkit.Client(t, f.brokers))
-	lags, err := cluster.GroupLag(context.Background(), adm, group, f.in)
+	lags, err := cluster.GroupLag(context.Background(), testkit.Client(t, f.brokers), group, f.in)
 	if err != nil {
 		t.Fatal(err)
 	}

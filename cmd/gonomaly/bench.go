@@ -19,7 +19,7 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 		return cmdBenchAPI(ctx, args[1:], env)
 	}
 	if len(args) == 0 || args[0] != "pipeline" {
-		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json]")
+		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--eos] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json]")
 	}
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	records := fs.Int64("records", 1_000_000, "records to push through the pipeline")
@@ -29,6 +29,7 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	brokers := fs.String("brokers", "", "run against this cluster instead of the embedded broker")
 	specPath := fs.String("spec", "", "pipeline spec (default: built-in)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	eos := fs.Bool("eos", false, "run the stages exactly-once (Kafka transactions, committed every 100 ms)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	traceFile := fs.String("trace", "", "write a Go execution trace of the run to this file")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -45,7 +46,7 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	}
 	res, err := bench.Pipeline(ctx, bench.PipelineConfig{
 		Records: *records, Series: *series, Rate: *rate, Partitions: int32(*partitions),
-		Spec: s, Brokers: cluster.ParseBrokers(*brokers), Logger: env.log,
+		Spec: s, Brokers: cluster.ParseBrokers(*brokers), ExactlyOnce: *eos, Logger: env.log,
 		Progress: func(done int64, elapsed time.Duration) {
 			fmt.Fprintf(env.stderr, "results written %d/%d (%.0f%%) after %s\n", done, *records, 100*float64(done)/float64(*records), elapsed.Round(time.Second))
 		},
@@ -57,7 +58,11 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 		enc := json.NewEncoder(env.stdout)
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(env.stdout, "%d records, %d series, %d partitions, detectors %s\n", res.Records, res.Series, res.Partitions, res.Detectors)
+	mode := "at-least-once"
+	if res.ExactlyOnce {
+		mode = "exactly-once"
+	}
+	fmt.Fprintf(env.stdout, "%d records, %d series, %d partitions, detectors %s, %s\n", res.Records, res.Series, res.Partitions, res.Detectors, mode)
 	fmt.Fprintf(env.stdout, "throughput  %.0f records/s end to end (%.1f s)\n", res.RecordsPerSec, res.Seconds)
 	fmt.Fprintf(env.stdout, "latency     p50 %.1f ms  p99 %.1f ms  max %.1f ms (produce → result synced)\n", res.P50Ms, res.P99Ms, res.MaxMs)
 	fmt.Fprintf(env.stdout, "memory      peak RSS %.0f MB\n", res.PeakRSSMB)

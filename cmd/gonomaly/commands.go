@@ -107,6 +107,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	keysFile := fs.String("api-keys-file", "", "file of API keys, one \"name role secret\" a line; with neither, the API is open")
 	rateLimit := fs.Float64("rate-limit", 0, "API requests/s per key (per client address without keys); 0: unlimited")
 	rateBurst := fs.Int("rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
+	exactlyOnce := fs.Bool("exactly-once", false, "run the stages in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
 	var sinkURIs stringList
 	fs.Var(&sinkURIs, "sink", "extra sink of anomaly events (jsonl:PATH); repeatable")
 	if err := parseFlags(fs, args); err != nil {
@@ -138,6 +139,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 		Cluster: c, BrokerListen: *listen, BrokerDataDir: *dataDir, Spec: s,
 		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, APIAddr: *apiAddr, Logger: env.log,
 		Workers: *workers, Schedules: scheds, APIKeys: keys, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		ExactlyOnce: *exactlyOnce,
 	}
 	if !*quiet {
 		cfg.Print = env.stdout
@@ -179,6 +181,7 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 	specPath := fs.String("spec", "", "pipeline spec YAML (empty: the built-in default)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz, /debug/pprof here")
 	createTopics := fs.Bool("create-topics", true, "create missing topics at start")
+	exactlyOnce := fs.Bool("exactly-once", false, "run the stages in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -207,7 +210,7 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 	reg := telemetry.NewRegistry()
 	return untilDone(ctx, env.log, func(ctx context.Context) error {
 		return withMetrics(ctx, env, *metricsAddr, reg, func(ctx context.Context) error {
-			return app.RunStages(ctx, app.StagesConfig{Cluster: c, Spec: s, Stages: names, Registry: reg, Logger: env.log})
+			return app.RunStages(ctx, app.StagesConfig{Cluster: c, Spec: s, Stages: names, Registry: reg, Logger: env.log, ExactlyOnce: *exactlyOnce})
 		})
 	})
 }
@@ -312,7 +315,7 @@ func cmdLag(ctx context.Context, args []string, env *environment) error {
 	if *topic != "" {
 		topics = append(topics, *topic)
 	}
-	lags, err := cluster.GroupLag(ctx, kadm.NewClient(cl), *group, topics...)
+	lags, err := cluster.GroupLag(ctx, cl, *group, topics...)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,8 @@ type StagesConfig struct {
 	Stages   []string // default: all
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// ExactlyOnce runs the stages in Kafka transactions (processors.RunnerConfig).
+	ExactlyOnce bool
 }
 
 // RunStages runs the stages until ctx is cancelled or one fails; a failure stops the
@@ -88,11 +90,12 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 			return err
 		}
 		runners = append(runners, processors.NewRunner(st, processors.RunnerConfig{
-			Group:      GroupName(c.Prefix, cfg.Spec.Name, name),
-			DLQTopic:   topics.DLQ,
-			ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
-			Logger:     c.Logger,
-			Metrics:    processors.NewStageMetrics(cfg.Registry, name),
+			Group:       GroupName(c.Prefix, cfg.Spec.Name, name),
+			DLQTopic:    topics.DLQ,
+			ClientOpts:  []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
+			Logger:      c.Logger,
+			Metrics:     processors.NewStageMetrics(cfg.Registry, name),
+			ExactlyOnce: cfg.ExactlyOnce,
 		}))
 	}
 	funcs := make([]func(context.Context) error, len(runners))
@@ -145,8 +148,11 @@ type RunConfig struct {
 	RateBurst int
 	Demo      *producers.SyntheticConfig
 	DemoRate  float64
-	Registry  *prometheus.Registry
-	Logger    *slog.Logger
+	// ExactlyOnce runs the stages in Kafka transactions; the sinks read committed
+	// records either way.
+	ExactlyOnce bool
+	Registry    *prometheus.Registry
+	Logger      *slog.Logger
 	// Started, if set, is told the broker address once the pipeline is up.
 	Started func(brokers []string)
 }
@@ -208,7 +214,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		fns = append(fns, jobFns...)
 	}
 	fns = append(fns, func(ctx context.Context) error {
-		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log})
+		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log, ExactlyOnce: cfg.ExactlyOnce})
 	})
 	sinkTargets := slices.Clone(cfg.SinkURIs)
 	var openSinks []sinks.Sink
@@ -233,7 +239,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		fns = append(fns, func(ctx context.Context) error {
 			return sinks.Run(ctx, s, sinks.RunnerConfig{
 				Topic: topics.Anomalies, Group: group, Events: true, DLQTopic: topics.DLQ,
-				ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, Logger: log.With("sink", sinkTargets[i]),
+				// read_committed: never deliver an aborted transaction's events.
+				ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())}, Logger: log.With("sink", sinkTargets[i]),
 			})
 		})
 	}

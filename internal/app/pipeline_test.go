@@ -21,16 +21,18 @@ import (
 
 // startPipeline runs app.Run against brokers until the test ends and returns the
 // cluster config and what it printed.
-func startPipeline(t *testing.T, brokers []string, s *spec.Spec) (cluster.Config, *testkit.SyncBuffer) {
+func startPipeline(t *testing.T, brokers []string, s *spec.Spec, opts ...func(*app.RunConfig)) (cluster.Config, *testkit.SyncBuffer) {
 	t.Helper()
 	c := cluster.Config{Brokers: brokers, Prefix: testkit.Prefix(t), Partitions: 4}.WithDefaults()
 	printed := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.RunConfig{Cluster: c, Spec: s, Print: printed, Started: func([]string) { close(started) }})
-	}()
+	cfg := app.RunConfig{Cluster: c, Spec: s, Print: printed, Started: func([]string) { close(started) }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	go func() { done <- app.Run(ctx, cfg) }()
 	select {
 	case <-started:
 	case err := <-done:
@@ -197,6 +199,34 @@ func TestPipelineFindsInjectedAnomaliesAndLosesNothing(t *testing.T) {
 	}
 	if lines != anomalies {
 		t.Errorf("printed %d anomaly events, results flag %d", lines, anomalies)
+	}
+}
+
+// TestPipelineExactlyOnce: with --exactly-once every stage writes in transactions; read
+// committed, results hold one per input record and anomalies no event twice.
+func TestPipelineExactlyOnce(t *testing.T) {
+	brokers := testkit.Brokers(t)
+	c, _ := startPipeline(t, brokers, spec.Default(), func(cfg *app.RunConfig) { cfg.ExactlyOnce = true })
+	const n = 8_000
+	publish(t, brokers, c.Topic("records"), producers.NewSynthetic(producers.SyntheticConfig{Series: 10, Count: n, Seed: 3, AnomalyRate: 0.004}))
+	results := testkit.ReadN(t, brokers, c.Topic("results"), n, 90*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	seen := map[[2]int64]bool{}
+	for _, r := range results {
+		var res schemas.Result
+		if err := schemas.DecodeResult(r.Value, &res); err != nil {
+			t.Fatal(err)
+		}
+		seen[[2]int64{int64(res.Source.Partition), res.Source.Offset}] = true
+	}
+	if len(results) != n || len(seen) != n {
+		t.Fatalf("%d results, %d distinct sources, want %d of each", len(results), len(seen), n)
+	}
+	if extra := testkit.ReadN(t, brokers, c.Topic("results"), n+1, 2*time.Second, kgo.FetchIsolationLevel(kgo.ReadCommitted())); len(extra) != n {
+		t.Fatalf("%d committed results, want exactly %d", len(extra), n)
+	}
+	// Commit markers take offsets: without them the stages did not write transactionally.
+	if end := testkit.EndOffsets(t, brokers, c.Topic("results")); end <= n {
+		t.Fatalf("results end at offset sum %d for %d records: no transaction markers", end, n)
 	}
 }
 

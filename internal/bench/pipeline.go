@@ -37,8 +37,10 @@ type PipelineConfig struct {
 	Partitions int32
 	Spec       *spec.Spec // default: the built-in spec
 	Brokers    []string   // empty: the embedded broker
-	Logger     *slog.Logger
-	Progress   func(done int64, elapsed time.Duration)
+	// ExactlyOnce runs the stages in Kafka transactions (committed every 100 ms).
+	ExactlyOnce bool
+	Logger      *slog.Logger
+	Progress    func(done int64, elapsed time.Duration)
 }
 
 // PipelineResult is what `gonomaly bench pipeline --json` prints.
@@ -56,6 +58,7 @@ type PipelineResult struct {
 	Anomalies     int64   `json:"anomalies"`
 	Detectors     string  `json:"detectors"`
 	Cores         int     `json:"cores"`
+	ExactlyOnce   bool    `json:"exactly_once"`
 }
 
 // Pipeline runs the benchmark. Latency is from the moment the producer hands a record
@@ -139,12 +142,13 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 	}
 	errc := make(chan error, 3)
 	go func() {
-		errc <- app.RunStages(runCtx, app.StagesConfig{Cluster: c, Spec: cfg.Spec, Logger: log})
+		errc <- app.RunStages(runCtx, app.StagesConfig{Cluster: c, Spec: cfg.Spec, Logger: log, ExactlyOnce: cfg.ExactlyOnce})
 	}()
 	go func() {
 		errc <- sinks.Run(runCtx, sink, sinks.RunnerConfig{
-			Topic: topics.Results, Group: c.Prefix + "bench-sink", ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...)},
-			Logger: log, Written: written,
+			Topic: topics.Results, Group: c.Prefix + "bench-sink",
+			ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())},
+			Logger:     log, Written: written,
 		})
 	}()
 	groups := []string{c.Prefix + "bench-sink"}
@@ -222,6 +226,7 @@ wait:
 		Anomalies:     nAnomalies,
 		Detectors:     strings.Join(names, ","),
 		Cores:         runtime.NumCPU(),
+		ExactlyOnce:   cfg.ExactlyOnce,
 	}, nil
 }
 

@@ -4,7 +4,9 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Config names a cluster and how gonomaly lays out its topics there.
@@ -216,12 +219,19 @@ type PartitionLag struct {
 	Partition int32
 	Committed int64 // -1 when the group has committed nothing
 	End       int64
-	Lag       int64
+	// Lag is the records a read_committed consumer still has to read: transaction
+	// markers and aborted records between Committed and End are not counted (see
+	// committedRecords), so a transactional topic read to its end has lag 0 although
+	// End is one past the group's offset.
+	Lag int64
 }
 
 // GroupLag returns the lag of a consumer group on every partition of the topics it
-// consumes (or of the given topics when it has committed nothing yet).
-func GroupLag(ctx context.Context, adm *kadm.Client, group string, topics ...string) ([]PartitionLag, error) {
+// consumes (or of the given topics when it has committed nothing yet). cl is a plain
+// client (no consumer options); the backlog of partitions behind their end is counted
+// by reading batch headers from the partition leaders.
+func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...string) ([]PartitionLag, error) {
+	adm := kadm.NewClient(cl)
 	committed, err := adm.FetchOffsets(ctx, group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		committed, err = kadm.OffsetResponses{}, nil // a group that never committed
@@ -255,21 +265,143 @@ func GroupLag(ctx context.Context, adm *kadm.Client, group string, topics ...str
 	if err != nil {
 		return nil, fmt.Errorf("list start offsets: %w", err)
 	}
+	var details kadm.TopicDetails // leaders and topic ids, loaded when a partition lags
 	var out []PartitionLag
+	var errs []error
 	ends.Each(func(e kadm.ListedOffset) {
+		if e.Err != nil {
+			errs = append(errs, fmt.Errorf("end offset of %s/%d: %w", e.Topic, e.Partition, e.Err))
+			return
+		}
 		pl := PartitionLag{Topic: e.Topic, Partition: e.Partition, Committed: -1, End: e.Offset}
+		from := int64(0)
+		if s, ok := starts.Lookup(e.Topic, e.Partition); ok {
+			from = s.Offset // nothing committed: the whole retained log is backlog
+		}
 		if c, ok := committed.Lookup(e.Topic, e.Partition); ok && c.Err == nil && c.At >= 0 {
 			pl.Committed = c.At
+			from = max(from, c.At)
 		}
-		if pl.Committed >= 0 {
-			pl.Lag = pl.End - pl.Committed
-		} else if s, ok := starts.Lookup(e.Topic, e.Partition); ok {
-			pl.Lag = pl.End - s.Offset // nothing committed: the whole retained log is backlog
+		if from < pl.End {
+			if details == nil {
+				if details, err = adm.ListTopics(ctx, all...); err != nil {
+					errs = append(errs, fmt.Errorf("list topics: %w", err))
+					details = kadm.TopicDetails{}
+				}
+			}
+			pd, ok := details[e.Topic].Partitions[e.Partition]
+			if !ok {
+				pl.Lag = pl.End - from // leader unknown: offsets are the best we know
+			} else if pl.Lag, err = committedRecords(ctx, cl, pd.Leader, e.Topic, details[e.Topic].ID, e.Partition, from, pl.End); err != nil {
+				errs = append(errs, fmt.Errorf("read %s/%d: %w", e.Topic, e.Partition, err))
+			}
 		}
 		out = append(out, pl)
 	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	sortLags(out)
 	return out, nil
+}
+
+// maxLagScanBytes bounds how much of one partition GroupLag reads to count its backlog;
+// past it the remaining offsets are counted as records (an overcount of one marker per
+// transaction, negligible in a backlog that large).
+const maxLagScanBytes = 16 << 20
+
+// committedRecords counts the records a read_committed consumer gets from [from, end)
+// of a partition. Transaction markers (control batches) and aborted transactions take
+// offsets but are never delivered, so after a transactional writer the log end stays
+// one past the last record. It reads record batch headers only (records are not
+// decompressed); offsets above the last stable offset (open transactions) or past the
+// scan budget count as records.
+func committedRecords(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, from, end int64) (int64, error) {
+	var (
+		n, at   = int64(0), from
+		scanned int
+		aborted = map[int64]bool{} // producers inside an aborted transaction
+		seen    = map[[2]int64]bool{}
+		pending []kmsg.FetchResponseTopicPartitionAbortedTransaction
+	)
+	for at < end && scanned < maxLagScanBytes {
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID = -1
+		req.MaxBytes = 4 << 20
+		req.IsolationLevel = 1 // read_committed: the broker reports the last stable offset and aborted transactions
+		req.SessionEpoch = -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = topic, id
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = partition, at, 1<<20
+		rp.CurrentLeaderEpoch, rp.LastFetchedEpoch, rp.LogStartOffset = -1, -1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(leader)))
+		if err != nil {
+			return 0, err
+		}
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return 0, fmt.Errorf("fetch answered %d topics", len(resp.Topics))
+		}
+		p := resp.Topics[0].Partitions[0]
+		if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+			return 0, err
+		}
+		stable := end
+		if p.LastStableOffset >= 0 {
+			stable = min(stable, p.LastStableOffset)
+		}
+		for _, a := range p.AbortedTransactions {
+			if k := [2]int64{a.ProducerID, a.FirstOffset}; !seen[k] {
+				seen[k] = true
+				pending = append(pending, a)
+			}
+		}
+		slices.SortFunc(pending, func(a, b kmsg.FetchResponseTopicPartitionAbortedTransaction) int {
+			return cmp.Compare(a.FirstOffset, b.FirstOffset)
+		})
+		before := at
+		for b := p.RecordBatches; len(b) >= 12 && at < stable; {
+			size := 12 + int(binary.BigEndian.Uint32(b[8:12]))
+			if size > len(b) {
+				break // the response cut the last batch short
+			}
+			var rb kmsg.RecordBatch
+			if err := rb.ReadFrom(b[:size]); err != nil {
+				return 0, fmt.Errorf("record batch at %d: %w", at, err)
+			}
+			b = b[size:]
+			last := rb.FirstOffset + int64(rb.LastOffsetDelta)
+			if last < at {
+				continue
+			}
+			for len(pending) > 0 && pending[0].FirstOffset <= last {
+				aborted[pending[0].ProducerID] = true
+				pending = pending[1:]
+			}
+			control, transactional := rb.Attributes&0x20 != 0, rb.Attributes&0x10 != 0
+			switch {
+			case control:
+				delete(aborted, rb.ProducerID) // the abort marker ends that transaction
+			case transactional && aborted[rb.ProducerID]:
+			case int64(rb.NumRecords) == last-rb.FirstOffset+1:
+				// Contiguous offsets: count the part of the batch inside [at, stable).
+				n += min(last, stable-1) - max(rb.FirstOffset, at) + 1
+			default:
+				n += int64(rb.NumRecords) // compacted: offsets have holes
+			}
+			at = last + 1
+		}
+		scanned += len(p.RecordBatches)
+		if at == before || at >= stable {
+			break // nothing more is readable below the stable offset
+		}
+	}
+	if at < end {
+		n += end - at
+	}
+	return n, nil
 }
 
 func sortLags(l []PartitionLag) {

@@ -131,7 +131,7 @@ func TestGroupLag(t *testing.T) {
 	if end0.Offset < 2 {
 		t.Fatalf("partition 0 got %d records; the test needs 2", end0.Offset)
 	}
-	lags, err := cluster.GroupLag(ctx, adm, nobody, topic)
+	lags, err := cluster.GroupLag(ctx, cl, nobody, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestGroupLag(t *testing.T) {
 			break
 		}
 	}
-	lags, err = cluster.GroupLag(ctx, adm, memberOnly)
+	lags, err = cluster.GroupLag(ctx, cl, memberOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +176,89 @@ func TestGroupLag(t *testing.T) {
 	if _, err := adm.CommitOffsets(ctx, g, offsets); err != nil {
 		t.Fatal(err)
 	}
-	lags, err = cluster.GroupLag(ctx, adm, g)
+	lags, err = cluster.GroupLag(ctx, cl, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(lags) != 2 || lags[0].Lag != 2 || lags[1].Lag != 0 {
 		t.Fatalf("lags %+v, want partition 0 lag 2 and partition 1 lag 0", lags)
+	}
+}
+
+// TestGroupLagCountsRecordsNotMarkers writes committed and aborted transactions: the
+// markers and aborted records take offsets but are no backlog, so a group at the last
+// record has lag 0 although the end offset is one past it, and a group at the start has
+// as lag exactly the committed records.
+func TestGroupLagCountsRecordsNotMarkers(t *testing.T) {
+	brokers := testkit.Brokers(t)
+	ctx := context.Background()
+	prefix := testkit.Prefix(t)
+	topic := prefix + "txn"
+	cl := testkit.Client(t, brokers)
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, -1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	txn := testkit.Client(t, brokers, kgo.TransactionalID(prefix+"writer"), kgo.DefaultProduceTopic(topic))
+	write := func(n int, commit kgo.TransactionEndTry) {
+		t.Helper()
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if err := txn.ProduceSync(ctx, kgo.StringRecord(fmt.Sprint(i))).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.EndTransaction(ctx, commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(10, kgo.TryCommit) // offsets 0-9, marker 10
+	write(5, kgo.TryAbort)   // 11-15 aborted, marker 16
+	write(7, kgo.TryCommit)  // 17-23, marker 24
+	// On Kafka the coordinator writes the markers after EndTxn has answered.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, _ := ends.Lookup(topic, 0)
+		if end.Offset == 25 {
+			break
+		}
+		if end.Offset > 25 || time.Now().After(deadline) {
+			t.Fatalf("end offset %d, want 25 (22 records, 3 markers)", end.Offset)
+		}
+	}
+	cases := []struct {
+		at   int64
+		want int64
+	}{
+		{-1, 17}, // nothing committed: every committed record
+		{0, 17},
+		{5, 12},
+		{11, 7}, // before the aborted transaction
+		{17, 7}, // after it
+		{20, 4}, // inside the last transaction
+		{24, 0}, // past the last record, before its marker: what a transactional reader commits
+		{25, 0},
+	}
+	for i, c := range cases {
+		group := fmt.Sprintf("%sg%d", prefix, i)
+		if c.at >= 0 {
+			offsets := kadm.Offsets{}
+			offsets.Add(kadm.Offset{Topic: topic, Partition: 0, At: c.at})
+			if _, err := adm.CommitOffsets(ctx, group, offsets); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lags, err := cluster.GroupLag(ctx, cl, group, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lags) != 1 || lags[0].Lag != c.want || lags[0].End != 25 {
+			t.Errorf("committed %d: lags %+v, want lag %d (end 25)", c.at, lags, c.want)
+		}
 	}
 }

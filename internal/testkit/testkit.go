@@ -51,11 +51,12 @@ func Client(t testing.TB, brokers []string, opts ...kgo.Opt) *kgo.Client {
 	return cl
 }
 
-// ReadN consumes topic from the start until it has n records or the timeout passes, and
+// ReadN consumes topic from the start (with opts, e.g. read_committed) until it has n
+// records or the timeout passes, and
 // returns what it read.
-func ReadN(t testing.TB, brokers []string, topic string, n int, timeout time.Duration) []*kgo.Record {
+func ReadN(t testing.TB, brokers []string, topic string, n int, timeout time.Duration, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
-	cl := Client(t, brokers, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl := Client(t, brokers, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out []*kgo.Record
