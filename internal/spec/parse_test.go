@@ -387,7 +387,7 @@ func TestDefault(t *testing.T) {
 	for _, d := range []struct {
 		name  string
 		given detectors.Params
-	}{{"ewma", detectors.Params{"alpha": 0.01}}, {"rrcf", detectors.Params{"trees": 25, "tree_size": 1000}}, {"seasonal", detectors.Params{"min_samples": 4}}} {
+	}{{"ewma", detectors.Params{"alpha": 0.01}}, {"rrcf", detectors.Params{"trees": 16, "tree_size": 1000}}, {"seasonal", detectors.Params{"min_samples": 4}}} {
 		name := d.name
 		info, err := detectors.Lookup(name)
 		if err != nil {
