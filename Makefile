@@ -18,8 +18,16 @@ run: build
 
 # Unit, end-to-end (embedded broker, real processes) and interop tests, with the race
 # detector, plus vet and format checks.
-test: lint
+test: lint test-deploy
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+
+# The deploy artifacts, offline: kustomize overlays strictly decoded into their Kubernetes
+# and KEDA types, Grafana and Prometheus files against the metrics the code registers,
+# docker-compose.yml against the binary's commands. Its own module (deploy/validate), so
+# the Kubernetes libraries stay out of go.mod; -count=1 because it reads files outside it.
+.PHONY: test-deploy
+test-deploy:
+	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The full accuracy checks: PyOD's 10-split protocol on the four reference datasets and
 # Isolation Forest against its paper on the large gzipped ones (about 25 s; .ci/run runs it after make test).
