@@ -59,7 +59,14 @@ func (t *tail) run(ctx context.Context) {
 			t.finish(errors.New("the view of " + t.topic + " is closed"))
 			return
 		}
-		// Fetch errors are retried by the client; they are not the view's to handle.
+		// Fetch errors are retried by the client; they are not the view's to handle, but
+		// a pause keeps a persistent one (a deleted topic) from spinning this loop.
+		if len(fetches.Errors()) > 0 && fetches.NumRecords() == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		moved := map[int32]int64{}
 		fetches.EachRecord(func(r *kgo.Record) {
 			t.apply(r)
