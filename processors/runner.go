@@ -61,10 +61,23 @@ type RunnerConfig struct {
 
 	// ExactlyOnce reads, transforms and writes in Kafka transactions: a stage's outputs
 	// (DLQ records included) and its consumed offsets commit together or not at all, and
-	// inputs are read with read_committed. Per-partition processor state is not yet
-	// checkpointed: after a crash or an aborted transaction the outputs are still exactly
-	// one per input, but scores may differ from an uninterrupted run.
+	// inputs are read with read_committed. The state of Stateful processors is
+	// checkpointed to StateTopic in the same transactions and restored (checkpoint, then
+	// the records after it re-processed with outputs suppressed) when a partition is
+	// assigned and after an aborted transaction, so that scores equal an uninterrupted
+	// run's.
 	ExactlyOnce bool
+	// StateTopic is the compacted changelog of the partitions' state (exactly-once
+	// mode); default "state.<group>". Created, with as many partitions as the input
+	// topic, when missing.
+	StateTopic string
+	// StateInterval is how often a partition's state is checkpointed (at the end of the
+	// first transaction after it is due); default 5 s. Longer: less changelog traffic,
+	// more records to re-process on restore. Negative: no checkpoints, state restarts
+	// cold on a new owner and after an abort (scores may then differ from an
+	// uninterrupted run).
+	StateInterval time.Duration
+	StateMetrics  *StateMetrics
 	// TransactionalID prefixes the runner's transactional id (prefix + group). It must
 	// differ between live processes and should stay the same when a process restarts,
 	// so that the new incarnation fences the old one and aborts its open transaction at
@@ -105,6 +118,8 @@ type Runner struct {
 	// produceErr is txnProduced as a func value made once: a method value allocates
 	// on every use, and this is the promise of every output.
 	produceErr func(*kgo.Record, error)
+
+	state *stateStore // exactly-once with checkpoints: where they go
 }
 
 type topicPartition struct {
@@ -138,6 +153,15 @@ func NewRunner(stage Stage, cfg RunnerConfig) *Runner {
 	}
 	if cfg.MaxAborts <= 0 {
 		cfg.MaxAborts = 10
+	}
+	if cfg.StateTopic == "" {
+		cfg.StateTopic = "state." + cfg.Group
+	}
+	if cfg.StateInterval == 0 {
+		cfg.StateInterval = 5 * time.Second
+	}
+	if cfg.StateMetrics == nil {
+		cfg.StateMetrics = NewStateMetrics(nil, stage.Name())
 	}
 	log := cfg.Logger.With("stage", stage.Name(), "group", cfg.Group)
 	r := &Runner{
@@ -182,6 +206,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	)
 	var sess *kgo.GroupTransactSession
 	var err error
+	if r.cfg.ExactlyOnce && r.cfg.StateInterval > 0 {
+		// Before the group is joined: assignment restores from the state topic.
+		if err := r.openState(ctx); err != nil {
+			return fmt.Errorf("%s: state topic: %w", r.stage.Name(), err)
+		}
+		defer r.state.cl.Close()
+		opts = append(opts, kgo.RecordPartitioner(statePartitioner{r.state.topic, kgo.StickyKeyPartitioner(nil)}))
+	}
 	if r.cfg.ExactlyOnce {
 		opts = append(opts,
 			kgo.TransactionalID(r.cfg.TransactionalID+r.cfg.Group),
@@ -203,7 +235,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("%s: kafka client: %w", r.stage.Name(), err)
 	}
 	cl := r.cl
-	r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", r.cfg.ExactlyOnce)
+	r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", r.cfg.ExactlyOnce, "state_topic", r.stateTopicName())
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -331,8 +363,15 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 		}
 		if inTxn && (stopping || !time.Now().Before(deadline) || r.txnFailed()) {
 			pending.Wait() // no worker produces while the transaction ends
+			var ckpts []*partitionWorker
+			if r.state != nil && !r.txnFailed() {
+				ckpts = r.checkpoint(stopping)
+			}
 			committed, reason, err := r.endTxn(sess)
 			inTxn = false
+			if err == nil && r.state != nil {
+				r.txnEnded(ctx, committed, ckpts)
+			}
 			switch {
 			case err != nil:
 				r.fail(fmt.Errorf("end transaction: %w", err))
@@ -375,6 +414,12 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 // reason says why it aborted when the runner asked for the abort; nil when the session
 // chose to abort (a rebalance since Begin).
 func (r *Runner) endTxn(sess *kgo.GroupTransactSession) (committed bool, reason, err error) {
+	// Flush first, so that every output's error has reached txnProduced before commit or
+	// abort is decided: a failure found by End's own flush would fail the commit, and
+	// the stage with it, instead of aborting.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), r.cfg.TransactionTimeout)
+	r.cl.Flush(flushCtx)
+	cancelFlush()
 	r.txnMu.Lock()
 	reason, r.txnErr = r.txnErr, nil
 	r.txnMu.Unlock()
@@ -429,7 +474,11 @@ func (r *Runner) fail(err error) {
 	})
 }
 
-func (r *Runner) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+func (r *Runner) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	if r.state != nil {
+		r.assignedStateful(ctx, cl, assigned)
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for topic, parts := range assigned {
@@ -508,6 +557,17 @@ type partitionWorker struct {
 	acks  chan *pendingBatch // nil in exactly-once mode: the transaction acknowledges
 	abort atomic.Bool
 	done  chan struct{}
+
+	// Exactly-once with checkpoints. The worker sets next; the runner reads and sets
+	// the rest between transactions, when the worker is idle.
+	stateful       Stateful // proc, when its state can be checkpointed
+	next           int64    // offset after the last record folded into the state; -1: none yet
+	base           int64    // next as of the last committed transaction: what an abort rewinds to
+	ckptNext       int64    // next of the latest committed checkpoint; -1: none
+	ckptSent       int64    // next of the checkpoint written in the open transaction
+	ckptChunk      int      // chunks of the latest committed checkpoint (tombstones for the rest)
+	ckptSentChunks int
+	ckptAt         time.Time // when the latest checkpoint was written (or the state restored)
 }
 
 // batch is one poll's records of a partition. In exactly-once mode txn counts the
@@ -535,6 +595,7 @@ func newPartitionWorker(r *Runner, tp topicPartition, proc Processor) *partition
 		proc: proc,
 		in:   make(chan batch, 1),
 		done: make(chan struct{}),
+		next: -1, base: -1, ckptNext: -1, ckptSent: -1,
 	}
 	if !r.cfg.ExactlyOnce {
 		w.acks = make(chan *pendingBatch, r.cfg.InFlight)
@@ -579,6 +640,12 @@ func (w *partitionWorker) run() {
 
 func (w *partitionWorker) processBatch(recs []*kgo.Record) {
 	m := w.r.metrics
+	if w.stateful != nil && w.next >= 0 && recs[0].Offset < w.next {
+		// The state already holds these records: folding them again would double them.
+		w.r.fail(fmt.Errorf("partition %s/%d: offset %d delivered again, the state is at %d", w.tp.topic, w.tp.partition, recs[0].Offset, w.next))
+		w.abort.Store(true)
+		return
+	}
 	var pb *pendingBatch
 	if w.acks != nil {
 		pb = &pendingBatch{last: recs[len(recs)-1]}
@@ -598,6 +665,9 @@ func (w *partitionWorker) processBatch(recs []*kgo.Record) {
 		w.r.fail(fmt.Errorf("partition %s/%d offset %d: %w", rec.Topic, rec.Partition, rec.Offset, err))
 		w.abort.Store(true)
 		break
+	}
+	if w.acks == nil {
+		w.next = recs[len(recs)-1].Offset + 1
 	}
 	m.RecordsIn.Add(float64(len(recs)))
 	m.RecordsOut.Add(float64(emitted))

@@ -89,13 +89,16 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 		if err != nil {
 			return err
 		}
+		group := GroupName(c.Prefix, cfg.Spec.Name, name)
 		runners = append(runners, processors.NewRunner(st, processors.RunnerConfig{
-			Group:       GroupName(c.Prefix, cfg.Spec.Name, name),
-			DLQTopic:    topics.DLQ,
-			ClientOpts:  []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
-			Logger:      c.Logger,
-			Metrics:     processors.NewStageMetrics(cfg.Registry, name),
-			ExactlyOnce: cfg.ExactlyOnce,
+			Group:        group,
+			DLQTopic:     topics.DLQ,
+			ClientOpts:   []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
+			Logger:       c.Logger,
+			Metrics:      processors.NewStageMetrics(cfg.Registry, name),
+			ExactlyOnce:  cfg.ExactlyOnce,
+			StateTopic:   c.Topic("state." + group), // as cluster.Layout names it; created if missing
+			StateMetrics: processors.NewStateMetrics(cfg.Registry, name),
 		}))
 	}
 	funcs := make([]func(context.Context) error, len(runners))
@@ -191,7 +194,13 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	defer admCl.Close()
-	if err := c.EnsureLayout(ctx, admCl); err != nil {
+	var stateGroups []string // exactly-once stages checkpoint their state
+	if cfg.ExactlyOnce {
+		for _, name := range StageNames {
+			stateGroups = append(stateGroups, GroupName(c.Prefix, cfg.Spec.Name, name))
+		}
+	}
+	if err := c.EnsureLayout(ctx, admCl, stateGroups...); err != nil {
 		return err
 	}
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)

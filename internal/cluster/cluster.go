@@ -170,9 +170,21 @@ func Layout(cfg Config, stateGroups ...string) []TopicSpec {
 		{cfg.Topic("models"), 1, models},
 	}
 	for _, g := range stateGroups {
-		specs = append(specs, TopicSpec{cfg.Topic("state." + g), p, compact})
+		specs = append(specs, StateTopicSpec(cfg.Topic("state."+g), p))
 	}
 	return specs
+}
+
+// StateTopicSpec is a stage group's state changelog: compacted, so that it keeps the
+// latest checkpoint of every partition (checkpoints are chunked below the default
+// message size, so no size override is needed). Segments roll at least hourly so that
+// compaction, which never touches the active segment, bounds a quiet changelog too.
+func StateTopicSpec(name string, partitions int32) TopicSpec {
+	return TopicSpec{name, partitions, map[string]*string{
+		"cleanup.policy":            kadm.StringPtr("compact"),
+		"segment.ms":                kadm.StringPtr("3600000"),
+		"min.cleanable.dirty.ratio": kadm.StringPtr("0.2"),
+	}}
 }
 
 // EnsureLayout creates the layout's topics through cl, as EnsureTopics does: what every
