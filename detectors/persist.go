@@ -35,6 +35,7 @@ const (
 	snapECDF
 	snapGaussian
 	snapPOT
+	snapRolling
 )
 
 var (

@@ -146,3 +146,42 @@ func BenchmarkRollingRobust(b *testing.B) {
 		})
 	}
 }
+
+// TestRollingRobustSnapshotResumesExactly: a restored window, full or not, gives the
+// same medians and MADs as the original for every value that follows.
+func TestRollingRobustSnapshotResumesExactly(t *testing.T) {
+	for _, before := range []int{0, 5, 64, 200} {
+		orig := NewRollingRobust(64)
+		x := 1.0
+		next := func() float64 { x = math.Mod(x*7.31+3.7, 101); return x }
+		for range before {
+			orig.Add(next())
+		}
+		b, err := orig.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back RollingRobust
+		if err := back.UnmarshalBinary(b); err != nil {
+			t.Fatalf("after %d values: %v", before, err)
+		}
+		if back.Window() != 64 || back.Len() != orig.Len() {
+			t.Fatalf("after %d values: window %d len %d, want 64 and %d", before, back.Window(), back.Len(), orig.Len())
+		}
+		for i := range 150 {
+			v := next()
+			orig.Add(v)
+			back.Add(v)
+			m1, d1 := orig.MedianMAD()
+			m2, d2 := back.MedianMAD()
+			if m1 != m2 || d1 != d2 {
+				t.Fatalf("after %d values, step %d: restored median/MAD %v/%v, original %v/%v", before, i, m2, d2, m1, d1)
+			}
+		}
+		for cut := range len(b) {
+			if err := new(RollingRobust).UnmarshalBinary(b[:cut]); err == nil {
+				t.Fatalf("a snapshot cut to %d of %d bytes was accepted", cut, len(b))
+			}
+		}
+	}
+}

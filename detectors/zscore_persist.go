@@ -63,6 +63,36 @@ func (z *RobustZScore) UnmarshalBinary(data []byte) error {
 	return nil
 }
 
+// MarshalBinary writes the window's size and values, oldest first: what the preprocess
+// stage checkpoints per series and feature.
+func (rr *RollingRobust) MarshalBinary() ([]byte, error) {
+	w := newSnapWriter(snapRolling, 16+8*rr.Len())
+	w.int(rr.Window())
+	appendRolling(w, rr)
+	return w.b, nil
+}
+
+// UnmarshalBinary restores a window written by MarshalBinary, at the size it was written
+// with; every median and MAD afterwards is bit for bit the original's.
+func (rr *RollingRobust) UnmarshalBinary(data []byte) error {
+	r, err := newSnapReader(data, snapRolling, "rolling window")
+	if err != nil {
+		return err
+	}
+	window := r.intIn(1, math.MaxInt32, "window")
+	if !r.alloc(16*window, "window") {
+		return r.done()
+	}
+	out := new(RollingRobust)
+	out.init(make([]float64, 2*window), window)
+	readRolling(r, out)
+	if err := r.done(); err != nil {
+		return err
+	}
+	*rr = *out
+	return nil
+}
+
 // appendRolling writes a window's count and values, oldest first.
 func appendRolling(w *snapWriter, rr *RollingRobust) {
 	n := rr.Len()

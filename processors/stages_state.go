@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 
 	"github.com/gonomaly/gonomaly/detectors"
@@ -14,9 +16,6 @@ import (
 // for ensemble): a snapshot of another configuration is refused rather than restored
 // into detectors it does not describe. The detectors' own encodings
 // (detectors.Persistent) carry their versions and are validated as they decode.
-//
-// The preprocess stage is not Stateful yet: its rolling windows (detectors.RollingRobust)
-// have no Persistent encoding.
 
 const stageSnapshotVersion = 1
 
@@ -284,5 +283,80 @@ func (p *ensembler) Restore(data []byte) error {
 		return fmt.Errorf("ensemble snapshot: %w", r.err)
 	}
 	p.series = series
+	return nil
+}
+
+var _ Stateful = (*preprocessor)(nil)
+
+// snapshotConfig names what a preprocess snapshot depends on: the scaling settings.
+func (p *Preprocess) snapshotConfig() string { return fmt.Sprintf("%+v", p.spec.Preprocess) }
+
+// Snapshot implements Stateful: every series (sorted) and, per feature (sorted), whether
+// a value was seen, the last value (the fill for missing ones) and the scaling window.
+func (pp *preprocessor) Snapshot() ([]byte, error) {
+	w := &snapBuf{b: []byte{stageSnapshotVersion}}
+	w.str(pp.stage.snapshotConfig())
+	w.uvar(uint64(len(pp.series)))
+	for _, name := range slices.Sorted(maps.Keys(pp.series)) {
+		ss := pp.series[name]
+		w.str(name)
+		w.uvar(uint64(len(ss.features)))
+		for _, f := range slices.Sorted(maps.Keys(ss.features)) {
+			fs := ss.features[f]
+			w.str(f)
+			seen := uint64(0)
+			if fs.seen {
+				seen = 1
+			}
+			w.uvar(seen)
+			w.uvar(math.Float64bits(fs.last))
+			b, err := marshalPersistent("window of "+name+"."+f, fs.window)
+			if err != nil {
+				return nil, err
+			}
+			w.bytes(b)
+		}
+	}
+	return w.b, nil
+}
+
+// Restore implements Stateful.
+func (pp *preprocessor) Restore(data []byte) error {
+	r := &snapRead{b: data}
+	r.header(pp.stage.snapshotConfig())
+	n := r.uvar()
+	if r.err == nil && n > uint64(len(r.b)) {
+		return errors.New("preprocess snapshot: series count exceeds its size")
+	}
+	series := make(map[string]*seriesScaler, n)
+	for range n {
+		name, nf := r.str(), r.uvar()
+		if r.err == nil && nf > uint64(len(r.b)) {
+			return errors.New("preprocess snapshot: feature count exceeds its size")
+		}
+		if r.err != nil {
+			break
+		}
+		ss := &seriesScaler{features: make(map[string]*featureScaler, nf)}
+		for range nf {
+			f, seen, last, b := r.str(), r.uvar(), r.uvar(), r.bytes()
+			if r.err != nil {
+				break
+			}
+			fs := &featureScaler{window: new(detectors.RollingRobust), last: math.Float64frombits(last), seen: seen == 1}
+			if err := unmarshalPersistent("window of "+name+"."+f, fs.window, b); err != nil {
+				return err
+			}
+			if fs.window.Window() != pp.stage.spec.Preprocess.Window {
+				return fmt.Errorf("preprocess snapshot: window of %s.%s holds %d values, the spec %d", name, f, fs.window.Window(), pp.stage.spec.Preprocess.Window)
+			}
+			ss.features[f] = fs
+		}
+		series[name] = ss
+	}
+	if r.err != nil {
+		return fmt.Errorf("preprocess snapshot: %w", r.err)
+	}
+	pp.series = series
 	return nil
 }

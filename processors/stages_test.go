@@ -1,7 +1,9 @@
 package processors_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -194,5 +196,53 @@ func TestSeverity(t *testing.T) {
 		a == processors.EventID("q", schemas.Source{Topic: "t", Partition: 1, Offset: 2}) ||
 		a != processors.EventID("p", schemas.Source{Topic: "t", Partition: 1, Offset: 2}) {
 		t.Fatal("event ids must be a function of pipeline and position only")
+	}
+}
+
+// TestPreprocessSnapshotResumesExactly: a preprocess processor restored from a snapshot
+// scales every following record exactly as the original does, missing-value fills
+// included; a snapshot of other settings is refused.
+func TestPreprocessSnapshotResumesExactly(t *testing.T) {
+	s := spec.Default()
+	stage, _ := processors.NewPreprocess(s, topics)
+	orig, _ := stage.NewProcessor(topics.Records, 0)
+	feed := func(p processors.Processor, i int) []byte {
+		values := map[string]float64{"cpu": float64(i%17) * 1.5, "mem": float64(i % 5)}
+		if i%7 == 0 {
+			delete(values, "mem") // filled with the last value seen
+		}
+		out, err := runOne(t, p, "", record(fmt.Sprintf("s%d", i%3), int64(i)*1000, values), int64(i))
+		if err != nil || len(out) != 1 {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		return out[0].Value
+	}
+	for i := range 300 {
+		feed(orig, i)
+	}
+	snap, err := orig.(processors.Stateful).Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := stage.NewProcessor(topics.Records, 0)
+	if err := back.(processors.Stateful).Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	for i := 300; i < 600; i++ {
+		if a, b := feed(orig, i), feed(back, i); !bytes.Equal(a, b) {
+			t.Fatalf("record %d: restored %s, original %s", i, b, a)
+		}
+	}
+	other := spec.Default()
+	other.Preprocess.Window = 100
+	otherStage, _ := processors.NewPreprocess(other, topics)
+	p, _ := otherStage.NewProcessor(topics.Records, 0)
+	if err := p.(processors.Stateful).Restore(snap); err == nil {
+		t.Fatal("a snapshot of window 2000 restored into a stage of window 100")
+	}
+	for cut := 0; cut < len(snap); cut += max(1, len(snap)/50) {
+		if err := back.(processors.Stateful).Restore(snap[:cut]); err == nil {
+			t.Fatalf("a snapshot cut to %d of %d bytes was accepted", cut, len(snap))
+		}
 	}
 }
