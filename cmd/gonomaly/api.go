@@ -58,7 +58,8 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 		env.log.Info("API keys loaded", "keys", len(keys))
 	}
 
-	store, c, closeStore, err := openJobStore(ctx, &cf, env, "gonomaly-api", *createTopics)
+	reg := telemetry.NewRegistry()
+	store, c, closeStore, err := openJobStore(ctx, &cf, env, "gonomaly-api", *createTopics, telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace))
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,6 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	cl := store.Client
 	env.log.Info("job statuses recovered", "jobs", store.Statuses.Len())
 
-	reg := telemetry.NewRegistry()
 	srv, err := api.New(api.Config{
 		Client: cl, Topics: api.Topics{Records: c.Topic("records"), Anomalies: c.Topic("anomalies")},
 		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-stream")),
@@ -122,13 +122,13 @@ func loadAPIKeys(inline, path string) ([]api.Key, error) {
 // openJobStore connects as clientID, creates the topic layout if asked, and opens the job
 // store with its views caught up: what the API and a worker both start with. The client
 // allows the sizes of models and of jobs with inline rows. closeStore releases both.
-func openJobStore(ctx context.Context, cf *clusterFlags, env *environment, clientID string, createTopics bool) (*jobs.Store, cluster.Config, func(), error) {
+func openJobStore(ctx context.Context, cf *clusterFlags, env *environment, clientID string, createTopics bool, extra ...kgo.Opt) (*jobs.Store, cluster.Config, func(), error) {
 	c, err := cf.config(env)
 	if err != nil {
 		return nil, c, nil, err
 	}
 	topics := jobs.TopicsFor(c)
-	cl, c, err := cf.connect(ctx, env, append(api.ProducerOptions(topics), kgo.ClientID(clientID))...)
+	cl, c, err := cf.connect(ctx, env, append(append(api.ProducerOptions(topics), kgo.ClientID(clientID)), extra...)...)
 	if err != nil {
 		return nil, c, nil, err
 	}

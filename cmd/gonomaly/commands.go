@@ -192,7 +192,7 @@ func cmdProcess(ctx context.Context, args []string, env *environment) error {
 	names := splitList(*stages)
 	for _, n := range names {
 		// Built once here so that a bad stage name or spec fails before connecting.
-		if _, err := app.BuildStage(n, s, processors.PipelineTopics(cf.prefix, s), processors.DetectModels(processors.NoModels)); err != nil {
+		if _, err := app.BuildStage(n, s, processors.PipelineTopics(cf.prefix, s), nil, processors.DetectModels(processors.NoModels)); err != nil {
 			return usageErr("--stage: %v", err)
 		}
 	}

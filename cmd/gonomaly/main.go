@@ -44,6 +44,7 @@ var commands = []command{
 	{"lag", "consumer lag per partition of a group", cmdLag},
 	{"eval", "detection quality on labelled data: eval odds (PyOD protocol), eval nab (NAB scoring)", cmdEval},
 	{"bench", "benchmarks: bench pipeline, bench api", cmdBench},
+	{"profile", "fetch a CPU or heap profile from a process's --metrics-addr and print its hotspots with hints", cmdProfile},
 }
 
 func main() {

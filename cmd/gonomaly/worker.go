@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gonomaly/gonomaly/internal/app"
 	"github.com/gonomaly/gonomaly/internal/telemetry"
 	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/processors"
@@ -50,18 +51,27 @@ func cmdWorker(ctx context.Context, args []string, env *environment) error {
 		return usageErr("--concurrency %d: must be 1..1024", *concurrency)
 	}
 
+	reg := telemetry.NewRegistry()
 	store, c, closeStore, err := openJobStore(ctx, &cf, env, "gonomaly-worker", *createTopics)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-
-	reg := telemetry.NewRegistry()
+	queueTopics := make([]string, len(types))
+	for i, t := range types {
+		queueTopics[i] = jobs.TopicsFor(c).Queue(t)
+	}
+	unregisterLag, err := app.RegisterLag(reg, c, "-worker-lag", map[string][]string{processors.WorkerGroup(c.Prefix): queueTopics})
+	if err != nil {
+		return err
+	}
+	defer unregisterLag()
 	w, err := processors.NewWorker(processors.WorkerConfig{
 		Store: store, Types: types, Executors: processors.JobExecutors(),
 		Group: processors.WorkerGroup(c.Prefix), ClientOpts: []kgo.Opt{
 			kgo.SeedBrokers(c.Brokers...),
 			kgo.SessionTimeout(*sessionTimeout), kgo.HeartbeatInterval(*sessionTimeout / 3),
+			telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace),
 		},
 		Concurrency: *concurrency, ID: *id, Registerer: reg, Logger: env.log,
 	})

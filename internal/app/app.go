@@ -38,16 +38,17 @@ func GroupName(prefix, pipeline, stage string) string {
 	return prefix + pipeline + "." + stage
 }
 
-// BuildStage builds one named stage of a pipeline; detect takes the options (a model
-// view for specs that name trained models, metrics, logger).
-func BuildStage(name string, s *spec.Spec, topics processors.Topics, detect ...processors.DetectOption) (processors.Stage, error) {
+// BuildStage builds one named stage of a pipeline; the ensemble registers its outcome
+// metrics with reg (nil: not exported); detect takes the options (a model view for
+// specs that name trained models, metrics, logger).
+func BuildStage(name string, s *spec.Spec, topics processors.Topics, reg prometheus.Registerer, detect ...processors.DetectOption) (processors.Stage, error) {
 	switch name {
 	case "preprocess":
 		return processors.NewPreprocess(s, topics)
 	case "detect":
 		return processors.NewDetect(s, topics, detect...)
 	case "ensemble":
-		return processors.NewEnsemble(s, topics)
+		return processors.NewEnsemble(s, topics, processors.EnsembleRegisterer(reg))
 	default:
 		return nil, fmt.Errorf("unknown stage %q (stages: preprocess, detect, ensemble)", name)
 	}
@@ -84,16 +85,18 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 		detectOpts = append(detectOpts, processors.DetectModels(models))
 	}
 	var runners []*processors.Runner
+	lagGroups := map[string][]string{}
 	for _, name := range names {
-		st, err := BuildStage(name, cfg.Spec, topics, detectOpts...)
+		st, err := BuildStage(name, cfg.Spec, topics, cfg.Registry, detectOpts...)
 		if err != nil {
 			return err
 		}
+		lagGroups[GroupName(c.Prefix, cfg.Spec.Name, name)] = st.InputTopics()
 		group := GroupName(c.Prefix, cfg.Spec.Name, name)
 		runners = append(runners, processors.NewRunner(st, processors.RunnerConfig{
 			Group:        group,
 			DLQTopic:     topics.DLQ,
-			ClientOpts:   []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name)},
+			ClientOpts:   []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name), telemetry.KafkaMetrics(cfg.Registry, telemetry.KafkaNamespace)},
 			Logger:       c.Logger,
 			Metrics:      processors.NewStageMetrics(cfg.Registry, name),
 			ExactlyOnce:  cfg.ExactlyOnce,
@@ -101,11 +104,33 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 			StateMetrics: processors.NewStateMetrics(cfg.Registry, name),
 		}))
 	}
+	if cfg.Registry != nil {
+		unregister, err := RegisterLag(cfg.Registry, c, "-stages-lag", lagGroups)
+		if err != nil {
+			return err
+		}
+		defer unregister()
+	}
 	funcs := make([]func(context.Context) error, len(runners))
 	for i, r := range runners {
 		funcs[i] = r.Run
 	}
 	return runAll(ctx, funcs...)
+}
+
+// RegisterLag exports the consumer lag of groups (group → topics it reads) with reg,
+// through a client of its own; the returned func unregisters it and closes the client.
+func RegisterLag(reg prometheus.Registerer, c cluster.Config, clientSuffix string, groups map[string][]string) (func(), error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+clientSuffix))
+	if err != nil {
+		return nil, err
+	}
+	lag := telemetry.NewLagCollector(cl, groups)
+	if err := reg.Register(lag); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return func() { reg.Unregister(lag); cl.Close() }, nil
 }
 
 // runAll runs fns concurrently; the first error cancels the rest.
@@ -273,7 +298,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 // the API, a job worker and the scheduler, and the closer of what they share.
 func startJobs(ctx context.Context, cfg RunConfig, c cluster.Config, topics processors.Topics, reg prometheus.Registerer, log *slog.Logger) ([]func(context.Context) error, func(), error) {
 	jobTopics := jobs.TopicsFor(c)
-	cl, err := kgo.NewClient(append(api.ProducerOptions(jobTopics), kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"))...)
+	cl, err := kgo.NewClient(append(api.ProducerOptions(jobTopics), kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-api"),
+		telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace))...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,7 +310,14 @@ func startJobs(ctx context.Context, cfg RunConfig, c cluster.Config, topics proc
 		cl.Close()
 		return nil, nil, err
 	}
-	closeAll := func() { store.Close(); cl.Close() }
+	unregisterLag, err := RegisterLag(reg, c, "-workers-lag", map[string][]string{
+		processors.WorkerGroup(c.Prefix): {jobTopics.Detect, jobTopics.Ensemble, jobTopics.Preprocess, jobTopics.Train}})
+	if err != nil {
+		store.Close()
+		cl.Close()
+		return nil, nil, err
+	}
+	closeAll := func() { unregisterLag(); store.Close(); cl.Close() }
 	srv, err := api.New(api.Config{
 		Client: cl, Topics: api.Topics{Records: topics.Records, Anomalies: topics.Anomalies}, Jobs: store,
 		Registerer: reg, Logger: log, Keys: cfg.APIKeys, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
@@ -296,7 +329,8 @@ func startJobs(ctx context.Context, cfg RunConfig, c cluster.Config, topics proc
 	}
 	worker, err := processors.NewWorker(processors.WorkerConfig{
 		Store: store, Executors: processors.JobExecutors(), Group: processors.WorkerGroup(c.Prefix),
-		ClientOpts:  []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-worker")},
+		ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-worker"),
+			telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace)},
 		Concurrency: cfg.Workers, Registerer: reg, Logger: log,
 	})
 	if err != nil {
