@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -19,26 +20,75 @@ type RunnerConfig struct {
 	Group      string
 	ClientOpts []kgo.Opt
 	// Events writes Avro values in the AnomalyEvent JSON form (without is_anomaly).
-	Events   bool
-	DLQTopic string // undecodable values go here; empty: they are logged and skipped
+	Events bool
+	// DLQTopic receives undecodable values and events the sink rejects for good, with
+	// the reason in headers; empty: they are logged and skipped.
+	DLQTopic string
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
-	// Written, if set, is called with each batch once it is durable and committed.
+	// Written, if set, is called with each batch once it is durable and committed
+	// (dead-lettered records included).
 	Written func(recs []*kgo.Record)
+	// MaxPollRecords bounds a batch (default 10,000). The runner polls again only once
+	// the batch is delivered and committed, so a slow target holds at most this many
+	// events (plus what the client has prefetched) in memory.
+	MaxPollRecords int
+	// ShutdownGrace is how long a batch being delivered when ctx is cancelled may still
+	// finish and be committed (default 10 s); negative: stop at once, leaving the batch
+	// uncommitted to be delivered again by the next run.
+	ShutdownGrace time.Duration
+}
+
+// metrics are one runner's instruments, labelled by topic and sink kind.
+type metrics struct {
+	written, failed, retried prometheus.Counter
+	latency                  prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer, topic, kind string) *metrics {
+	labels := prometheus.Labels{"topic": topic, "sink": kind}
+	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "gonomaly_sink_written_total",
+		Help: "Records written and made durable by the sink.", ConstLabels: labels})
+	failed := prometheus.NewCounter(prometheus.CounterOpts{Name: "gonomaly_sink_failed_total",
+		Help: "Records the sink could not write for good (undecodable or rejected by the target), sent to the dead-letter topic.", ConstLabels: labels})
+	retried := prometheus.NewCounter(prometheus.CounterOpts{Name: "gonomaly_sink_retried_total",
+		Help: "Requests the sink retried after a transient failure of its target.", ConstLabels: labels})
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gonomaly_sink_write_seconds",
+		Help: "Time to write a batch and make it durable, retries included.", ConstLabels: labels,
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)})
+	if reg != nil {
+		reg.MustRegister(written, failed, retried, latency)
+	}
+	return &metrics{written: written, failed: failed, retried: retried, latency: latency}
+}
+
+// instrumented sinks count their own retries.
+type instrumented interface{ instrument(*metrics) }
+
+func kindOf(s Sink) string {
+	if k, ok := s.(interface{ kind() string }); ok {
+		return k.kind()
+	}
+	return "custom"
 }
 
 // Run consumes cfg.Topic into sink until ctx is cancelled. Each polled batch is written,
-// synced, and only then committed: a crash replays at most the unsynced batch.
+// made durable, and only then committed: a crash replays at most the uncommitted batch.
+// Events the sink rejects for good are dead-lettered and committed with the batch.
 func Run(ctx context.Context, sink Sink, cfg RunnerConfig) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	written := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "gonomaly_sink_written_total", Help: "Records written and synced by the sink.",
-		ConstLabels: prometheus.Labels{"topic": cfg.Topic}})
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(written)
+	if cfg.MaxPollRecords <= 0 {
+		cfg.MaxPollRecords = 10_000
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	m := newMetrics(cfg.Registry, cfg.Topic, kindOf(sink))
+	if in, ok := sink.(instrumented); ok {
+		in.instrument(m)
 	}
 	opts := append([]kgo.Opt{}, cfg.ClientOpts...)
 	opts = append(opts,
@@ -54,10 +104,14 @@ func Run(ctx context.Context, sink Sink, cfg RunnerConfig) error {
 		return fmt.Errorf("sink: kafka client: %w", err)
 	}
 	defer cl.Close()
-	var line []byte
-	var res schemas.Result
+	var (
+		line    []byte
+		res     schemas.Result
+		written []*kgo.Record // records handed to the sink since the last delivery
+		dead    []*kgo.Record // dead-letter copies for this batch
+	)
 	for {
-		fetches := cl.PollRecords(ctx, 10_000)
+		fetches := cl.PollRecords(ctx, cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return nil
 		}
@@ -68,35 +122,82 @@ func Run(ctx context.Context, sink Sink, cfg RunnerConfig) error {
 		if len(recs) == 0 {
 			continue
 		}
+		start := time.Now()
+		written, dead = written[:0], dead[:0]
 		for _, r := range recs {
 			line, err = toJSON(line[:0], r.Value, &res, cfg.Events)
 			if err != nil {
 				log.Warn("sink: undecodable value", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-				if cfg.DLQTopic != "" {
-					if err := cl.ProduceSync(ctx, dlq.Record(cfg.DLQTopic, "sink", "decode", r, err)).FirstErr(); err != nil {
-						return fmt.Errorf("sink: dead-letter: %w", err)
-					}
-				}
+				dead = append(dead, dlq.Record(cfg.DLQTopic, "sink", "decode", r, err))
 				continue
 			}
 			if err := sink.Write(line); err != nil {
-				return fmt.Errorf("sink write: %w", err)
+				var rej *RejectedError
+				if !errors.As(err, &rej) {
+					return fmt.Errorf("sink write: %w", err)
+				}
+				dead = append(dead, dlq.Record(cfg.DLQTopic, "sink", "rejected", r, rej.Err))
+				continue
+			}
+			written = append(written, r)
+		}
+		// Past ctx's cancellation the batch gets ShutdownGrace to finish: a clean stop
+		// delivers and commits what it already holds.
+		dctx, stop := graceContext(ctx, cfg.ShutdownGrace)
+		rejected, err := deliver(dctx, sink)
+		if err != nil {
+			stop()
+			if ctx.Err() != nil {
+				log.Warn("sink stopped before its batch was delivered; the next run delivers it again", "records", len(recs), "err", err)
+				return nil
+			}
+			return fmt.Errorf("sink deliver: %w", err)
+		}
+		for _, rj := range rejected {
+			r := written[rj.Index]
+			log.Warn("sink: target rejected event", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", rj.Err)
+			dead = append(dead, dlq.Record(cfg.DLQTopic, "sink", "rejected", r, rj.Err))
+		}
+		if len(dead) > 0 {
+			if cfg.DLQTopic == "" {
+				log.Error("sink: no dead-letter topic; dropping records", "records", len(dead))
+			} else if err := cl.ProduceSync(dctx, dead...).FirstErr(); err != nil {
+				stop()
+				return fmt.Errorf("sink: dead-letter: %w", err)
 			}
 		}
-		if err := sink.Sync(); err != nil {
-			return fmt.Errorf("sink sync: %w", err)
-		}
-		commitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := cl.CommitRecords(commitCtx, recs...)
+		stop()
+		m.latency.Observe(time.Since(start).Seconds())
+		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err = cl.CommitRecords(commitCtx, recs...)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("sink commit: %w", err)
 		}
-		written.Add(float64(len(recs)))
+		m.written.Add(float64(len(written) - len(rejected)))
+		m.failed.Add(float64(len(dead)))
 		if cfg.Written != nil {
 			cfg.Written(recs)
 		}
 	}
+}
+
+func deliver(ctx context.Context, sink Sink) ([]Rejection, error) {
+	if d, ok := sink.(Deliverer); ok {
+		return d.Deliver(ctx)
+	}
+	return nil, sink.Sync()
+}
+
+// graceContext returns a context that ends grace after ctx does (at once if grace is
+// negative); stop releases it.
+func graceContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	if grace < 0 {
+		return context.WithCancel(ctx)
+	}
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return gctx, func() { stopAfter(); cancel() }
 }
 
 // toJSON passes JSON values through and turns Avro results and events into their JSON

@@ -1,50 +1,76 @@
-// Package sinks moves records from a Kafka topic to the outside world (files, stdout, and
-// later databases and webhooks). A runner consumes the topic as a consumer group and
-// commits offsets only after the sink reports the batch durable.
+// Package sinks moves records from a Kafka topic to the outside world: stdout, rotated
+// JSONL and CSV files, and webhooks. A runner consumes the topic as a consumer group and
+// commits offsets only after the sink reports the batch durable; events a target refuses
+// for good go to the dead-letter topic with the reason.
 package sinks
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 )
 
 // Sink writes lines and makes them durable on Sync.
 type Sink interface {
-	// Write appends one record's value, already converted to the sink's form.
+	// Write appends one record's value, already converted to the sink's form. An error
+	// made with Reject refuses that one event for good (the runner dead-letters it);
+	// any other error stops the runner without committing.
 	Write(line []byte) error
 	// Sync makes everything written so far durable (fsync for files).
 	Sync() error
 	Close() error
 }
 
-// Open selects a sink by URI: "stdout", "jsonl:PATH".
+// Deliverer is a Sink whose target can refuse single events after Write accepted them
+// (a webhook answering 4xx, or a retry budget spent). The runner calls Deliver instead
+// of Sync.
+type Deliverer interface {
+	Sink
+	// Deliver makes everything written since the last Deliver durable and returns the
+	// events the target refused for good, by their index among those writes. ctx bounds
+	// how long it waits for a slow or unreachable target; on an error nothing written
+	// since the last Deliver counts as delivered.
+	Deliver(ctx context.Context) ([]Rejection, error)
+}
+
+// Rejection is one event a target refused for good.
+type Rejection struct {
+	Index int // among the writes since the last Deliver
+	Err   error
+}
+
+// RejectedError marks an error as a permanent refusal of one event.
+type RejectedError struct{ Err error }
+
+func (e *RejectedError) Error() string { return e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// Reject wraps err so the runner dead-letters the event instead of stopping.
+func Reject(err error) error { return &RejectedError{Err: err} }
+
+// Open selects a sink by URI: "stdout", "jsonl:PATH[?options]", "csv:PATH[?options]",
+// "http://…" or "https://…" (a webhook). docs/sinks.md lists the options.
 func Open(uri string) (Sink, error) {
 	switch {
 	case uri == "stdout" || uri == "-":
 		return newWriterSink(os.Stdout, nil), nil
 	case strings.HasPrefix(uri, "jsonl:"):
-		path := strings.TrimPrefix(uri, "jsonl:")
-		if path == "" {
-			return nil, fmt.Errorf("sink %q: jsonl needs a path (jsonl:/var/lib/gonomaly/anomalies.jsonl)", uri)
-		}
-		if dir := filepath.Dir(path); dir != "" {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, fmt.Errorf("sink %q: %w", uri, err)
-			}
-		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		return openFile(uri)
+	case strings.HasPrefix(uri, "csv:"):
+		return openFile(uri)
+	case strings.HasPrefix(uri, "http://") || strings.HasPrefix(uri, "https://"):
+		cfg, err := ParseWebhookURI(uri)
 		if err != nil {
-			return nil, fmt.Errorf("sink %q: %w", uri, err)
+			return nil, err
 		}
-		return newWriterSink(f, f), nil
+		return OpenWebhook(context.Background(), cfg)
 	default:
-		return nil, fmt.Errorf("sink %q: unknown kind (use stdout or jsonl:PATH)", uri)
+		return nil, fmt.Errorf("sink %q: unknown kind (use stdout, jsonl:PATH, csv:PATH or an http(s):// webhook)", uri)
 	}
 }
 
@@ -58,6 +84,8 @@ type writerSink struct {
 func newWriterSink(out io.Writer, owned *os.File) *writerSink {
 	return &writerSink{w: bufio.NewWriterSize(out, 256<<10), file: owned, out: out}
 }
+
+func (s *writerSink) kind() string { return "stdout" }
 
 func (s *writerSink) Write(line []byte) error {
 	if _, err := s.w.Write(line); err != nil {
@@ -74,11 +102,7 @@ func (s *writerSink) Sync() error {
 	if !ok {
 		return nil
 	}
-	// Pipes and terminals cannot be fsynced; for them a flushed write is all there is.
-	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
-		return err
-	}
-	return nil
+	return fsync(f)
 }
 
 func (s *writerSink) Close() error {
@@ -87,6 +111,15 @@ func (s *writerSink) Close() error {
 		err = errors.Join(err, s.file.Close())
 	}
 	return err
+}
+
+// fsync syncs f; pipes and terminals cannot be fsynced, and for them a flushed write is
+// all there is.
+func fsync(f *os.File) error {
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		return err
+	}
+	return nil
 }
 
 // NewWriter returns a sink that writes lines to w (a terminal, a pipe, a test buffer).

@@ -18,8 +18,11 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	if len(args) > 0 && args[0] == "api" {
 		return cmdBenchAPI(ctx, args[1:], env)
 	}
+	if len(args) > 0 && args[0] == "sink" {
+		return cmdBenchSink(ctx, args[1:], env)
+	}
 	if len(args) == 0 || args[0] != "pipeline" {
-		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--eos] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json]")
+		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--eos] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json] | gonomaly bench sink --to URI [--events N] [--batch B] [--json]")
 	}
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	records := fs.Int64("records", 1_000_000, "records to push through the pipeline")
@@ -101,4 +104,31 @@ func startProfiles(cpuPath, tracePath string) (func(), error) {
 		stops = append(stops, func() { trace.Stop(); f.Close() })
 	}
 	return stop, nil
+}
+
+// cmdBenchSink measures one sink on its own: events/s and the latency of a delivered
+// batch. --to http://local[?options] posts to an in-process endpoint.
+func cmdBenchSink(ctx context.Context, args []string, env *environment) error {
+	fs := flag.NewFlagSet("bench sink", flag.ContinueOnError)
+	to := fs.String("to", "", "sink URI (jsonl:PATH, csv:PATH, http(s)://…, or http://local[?batch=100] for an in-process endpoint)")
+	events := fs.Int("events", 1_000_000, "events to write")
+	batch := fs.Int("batch", 1000, "events per delivered batch (the runner's poll batch)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *to == "" {
+		return usageErr("bench sink needs --to URI")
+	}
+	res, err := bench.Sink(ctx, bench.SinkConfig{URI: *to, Events: *events, Batch: *batch})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(env.stdout).Encode(res)
+	}
+	fmt.Fprintf(env.stdout, "%s sink: %d events in batches of %d, %d rejected\n", res.Sink, res.Events, res.Batch, res.Rejected)
+	fmt.Fprintf(env.stdout, "throughput  %.0f events/s (%.2f s)\n", res.EventsPerSec, res.Seconds)
+	fmt.Fprintf(env.stdout, "latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms per batch (write + durable)\n", res.P50Ms, res.P99Ms, res.MaxMs)
+	return nil
 }

@@ -220,7 +220,7 @@ func cmdSink(ctx context.Context, args []string, env *environment) error {
 	var cf clusterFlags
 	cf.register(fs, "Kafka brokers host:port,... (default 127.0.0.1:9092)")
 	from := fs.String("from", "anomalies", "topic to read (relative to the prefix unless it has a dot)")
-	to := fs.String("to", "stdout", "sink: stdout or jsonl:PATH")
+	to := fs.String("to", "stdout", "sink: stdout, jsonl:PATH, csv:PATH or an http(s):// webhook, with options (docs/sinks.md)")
 	group := fs.String("group", "", "consumer group (default <prefix>sink.<from>)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz, /debug/pprof here")
 	if err := parseFlags(fs, args); err != nil {
@@ -244,6 +244,12 @@ func cmdSink(ctx context.Context, args []string, env *environment) error {
 		*group = c.Prefix + "sink." + strings.TrimPrefix(topic, c.Prefix)
 	}
 	reg := telemetry.NewRegistry()
+	// The group's lag, for dashboards and KEDA; unregistered after the metrics server stops.
+	closeLag, err := app.RegisterLag(reg, c, "-sink-lag", map[string][]string{*group: {topic}})
+	if err != nil {
+		return err
+	}
+	defer closeLag()
 	return untilDone(ctx, env.log, func(ctx context.Context) error {
 		return withMetrics(ctx, env, *metricsAddr, reg, func(ctx context.Context) error {
 			return sinks.Run(ctx, sink, sinks.RunnerConfig{

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/client"
@@ -205,29 +206,44 @@ func cardioLabels(t *testing.T, raw []byte) []int {
 	return labels
 }
 
-// countKeyed counts the records of a topic with the given key whose status matches.
+// countKeyed counts the records of a topic with the given key whose status matches,
+// reading every partition to its end offset (however long a loaded machine takes).
 func countKeyed(t *testing.T, brokerAddr, topic, key string, match func(jobs.Status) bool) int {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
 	n := 0
-	for {
+	for len(left) > 0 {
 		f := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return n
+			t.Fatalf("reading %s to its end: %v", topic, ctx.Err())
 		}
 		f.EachRecord(func(r *kgo.Record) {
 			var st jobs.Status
 			if string(r.Key) == key && json.Unmarshal(r.Value, &st) == nil && match(st) {
 				n++
 			}
+			if r.Offset+1 >= left[r.Partition] {
+				delete(left, r.Partition)
+			}
 		})
 	}
+	return n
 }
 
 // TestTrainedModelHotSwapsIntoStream: a pipeline whose spec names a model scores with the
