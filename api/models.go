@@ -21,13 +21,15 @@ type modelVersions struct {
 	Versions []jobs.Model `json:"versions"`
 }
 
-// listModels answers from this replica's view of the models topic, which follows the
-// topic as it goes; snapshots are left out (megabytes that mean nothing to people).
+// listModels answers from this replica's view of the models topic, caught up first so
+// that a model just trained through another replica's worker is listed; snapshots are
+// left out (megabytes that mean nothing to people).
 func (s *Server) listModels(c echo.Context) error {
 	store, p := s.jobStore()
 	if p != nil {
 		return p
 	}
+	syncView(c.Request().Context(), store.Models.Sync)
 	out := modelList{Models: []jobs.Model{}}
 	for _, name := range store.Models.Names() {
 		if m, ok := store.Models.Latest(name); ok {
@@ -37,7 +39,7 @@ func (s *Server) listModels(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// getModel lists a model's versions; a miss syncs the view once, since the model may
+// getModel lists a model's versions from the view caught up first, since a version may
 // have been trained a moment ago through another worker.
 func (s *Server) getModel(c echo.Context) error {
 	store, p := s.jobStore()
@@ -51,10 +53,8 @@ func (s *Server) getModel(c echo.Context) error {
 	if err := jobs.CheckModelName(name); err != nil {
 		return problem(http.StatusNotFound, TypeBlank, "name", "no model %q: %v", name, err)
 	}
+	syncView(c.Request().Context(), store.Models.Sync)
 	versions := store.Models.Versions(name)
-	if len(versions) == 0 && syncView(c.Request().Context(), store.Models.Sync) {
-		versions = store.Models.Versions(name)
-	}
 	if len(versions) == 0 {
 		return problem(http.StatusNotFound, TypeBlank, "name", "no model %q (a train job publishes one)", name)
 	}
