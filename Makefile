@@ -4,7 +4,7 @@ BIN       := bin/gonomaly
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build run test test-long test-short lint vet fmt-check bench bench-pipeline fuzz clean kafka-up kafka-down test-kafka
+.PHONY: all build run test test-long test-short lint vet fmt-check bench bench-pipeline fuzz clean kafka-up kafka-down test-kafka test-eos
 
 all: build
 
@@ -28,6 +28,11 @@ test: lint test-deploy
 .PHONY: test-deploy
 test-deploy:
 	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# Issue 5's exactly-once checks at the issue's size: broker, stages and producer as
+# processes over 1,000,000 records; detect killed, detect scaled, broker restarted.
+test-eos:
+	GONOMALY_EOS_RECORDS=1000000 $(GO) test -count=1 -timeout 20m -run 'EOS' -v ./cmd/gonomaly/
 
 # The full accuracy checks: PyOD's 10-split protocol on the four reference datasets and
 # Isolation Forest against its paper on the large gzipped ones (about 25 s; .ci/run runs it after make test).

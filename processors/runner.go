@@ -90,6 +90,13 @@ type RunnerConfig struct {
 	// TransactionTimeout is after how long the broker aborts a transaction of a process
 	// that died without a successor using its transactional id; default 10 s.
 	TransactionTimeout time.Duration
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (a killed process) before its partitions move; default, in
+	// exactly-once mode, TransactionTimeout: the new owner waits that long for the
+	// killed owner's open transaction anyway, so a longer session (the client's default
+	// is 45 s) only holds the partitions back for longer. Zero without exactly-once: the
+	// client's default.
+	SessionTimeout time.Duration
 	// MaxAborts is how many transactions in a row may abort on produce errors before
 	// the stage fails; default 10.
 	MaxAborts int
@@ -154,6 +161,9 @@ func NewRunner(stage Stage, cfg RunnerConfig) *Runner {
 	if cfg.MaxAborts <= 0 {
 		cfg.MaxAborts = 10
 	}
+	if cfg.SessionTimeout <= 0 && cfg.ExactlyOnce {
+		cfg.SessionTimeout = cfg.TransactionTimeout
+	}
 	if cfg.StateTopic == "" {
 		cfg.StateTopic = "state." + cfg.Group
 	}
@@ -204,6 +214,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		// stage upstream writes transactionally: aborted outputs are never read.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)
+	if r.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(r.cfg.SessionTimeout))
+	}
 	var sess *kgo.GroupTransactSession
 	var err error
 	if r.cfg.ExactlyOnce && r.cfg.StateInterval > 0 {
