@@ -221,19 +221,7 @@ func TestRunnerCommitsOnlyAcknowledgedOutputs(t *testing.T) {
 		if !failing.Load() || !toOut {
 			return nil, nil, false
 		}
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range pr.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.InvalidRecord.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return rejectProduce(pr), nil, true
 	})
 	f.produce(t, 0, 2000, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -275,4 +263,22 @@ func TestRunnerRebalanceLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPerKeyOrder(t, out, 12, 750)
+}
+
+// rejectProduce answers a produce request with INVALID_RECORD for every partition: a
+// produce error injected into kfake.
+func rejectProduce(pr *kmsg.ProduceRequest) *kmsg.ProduceResponse {
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = kerr.InvalidRecord.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }
