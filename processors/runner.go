@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/internal/dlq"
@@ -127,6 +128,8 @@ type Runner struct {
 	produceErr func(*kgo.Record, error)
 
 	state *stateStore // exactly-once with checkpoints: where they go
+
+	abortsInRow int // transactions aborted in a row when the session was last rebuilt
 }
 
 type topicPartition struct {
@@ -217,7 +220,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(r.cfg.SessionTimeout))
 	}
-	var sess *kgo.GroupTransactSession
 	var err error
 	if r.cfg.ExactlyOnce && r.cfg.StateInterval > 0 {
 		// Before the group is joined: assignment restores from the state topic.
@@ -236,19 +238,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			// here for the reader.
 			kgo.RequireStableFetchOffsets(),
 		)
-		sess, err = kgo.NewGroupTransactSession(opts...)
-		if err == nil {
-			r.cl = sess.Client()
-		}
-	} else {
-		opts = append(opts, kgo.AutoCommitMarks(), kgo.AutoCommitInterval(time.Second))
-		r.cl, err = kgo.NewClient(opts...)
+		return r.runTransactional(ctx, opts)
 	}
+	opts = append(opts, kgo.AutoCommitMarks(), kgo.AutoCommitInterval(time.Second))
+	r.cl, err = kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("%s: kafka client: %w", r.stage.Name(), err)
 	}
 	cl := r.cl
-	r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", r.cfg.ExactlyOnce, "state_topic", r.stateTopicName())
+	r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", false)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -259,20 +257,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-pollCtx.Done():
 		}
 	}()
-
-	if sess != nil {
-		// Initialising the producer id fences a previous incarnation with the same
-		// transactional id and aborts its open transaction, whose pending offsets would
-		// otherwise hold up our first offset fetch until the transaction times out.
-		if _, _, err := cl.ProducerID(pollCtx); err != nil && pollCtx.Err() == nil {
-			r.fail(fmt.Errorf("init transactional producer: %w", err))
-		}
-		r.consumeTransactional(pollCtx, sess)
-		r.stopWorkers(nil, true) // idle: the last transaction has ended
-		sess.CloseAllowingRebalance()
-		r.log.Info("stage stopped")
-		return r.fatalErr
-	}
 
 	for {
 		fetches := cl.PollRecords(pollCtx, r.cfg.MaxPollRecords)
@@ -294,6 +278,72 @@ func (r *Runner) Run(ctx context.Context) error {
 	cl.CloseAllowingRebalance()
 	r.log.Info("stage stopped")
 	return r.fatalErr
+}
+
+// runTransactional runs the exactly-once stage. A session whose producer was fenced
+// by the broker rather than by a successor (kfake bumps the epoch of every transactional
+// id with an open transaction when it recovers from a crash; Kafka does when it aborts a
+// transaction that outlived its timeout) is rebuilt with the same transactional id: the
+// group is left, so every owned partition is assigned and restored again from its
+// checkpoint and committed offset, as after an abort. Nothing of the fenced transaction
+// is visible, so its records are processed again.
+func (r *Runner) runTransactional(ctx context.Context, opts []kgo.Opt) error {
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	go func() {
+		select {
+		case <-r.fatal:
+			stopPolling()
+		case <-pollCtx.Done():
+		}
+	}()
+	for rebuilds := 0; ; rebuilds++ {
+		sess, err := kgo.NewGroupTransactSession(opts...)
+		if err != nil {
+			return fmt.Errorf("%s: kafka client: %w", r.stage.Name(), err)
+		}
+		r.cl = sess.Client()
+		if rebuilds == 0 {
+			r.log.Info("stage started", "topics", r.stage.InputTopics(), "exactly_once", true, "state_topic", r.stateTopicName())
+		}
+		// Initialising the producer id fences a previous incarnation with the same
+		// transactional id and aborts its open transaction, whose pending offsets would
+		// otherwise hold up our first offset fetch until the transaction times out.
+		if _, _, err := r.cl.ProducerID(pollCtx); err != nil && pollCtx.Err() == nil {
+			r.fail(fmt.Errorf("init transactional producer: %w", err))
+		}
+		fenced := r.consumeTransactional(pollCtx, sess)
+		r.stopWorkers(nil, true) // idle: the last transaction has ended
+		sess.CloseAllowingRebalance()
+		if fenced == nil || pollCtx.Err() != nil {
+			break
+		}
+		r.txnMu.Lock()
+		r.txnErr = nil
+		r.txnMu.Unlock()
+		r.log.Warn("transaction ended with an error the session cannot go on from; rebuilding the session with the same transactional id and restoring the partitions",
+			"err", fenced, "rebuilds", rebuilds+1)
+		select {
+		case <-time.After(time.Second):
+		case <-pollCtx.Done():
+		}
+		if pollCtx.Err() != nil {
+			break
+		}
+	}
+	r.log.Info("stage stopped")
+	return r.fatalErr
+}
+
+// recoverableEnd reports whether a failed End leaves a client that cannot go on but a
+// new session with the same transactional id can: the producer's epoch is no longer
+// current (fenced by the broker), or End did not finish within its deadline (a broker
+// that restarted under it: the group session was being rebuilt). The new session's
+// producer id initialisation completes or aborts whatever the old one left open, and
+// the partitions are restored from what is committed, so either outcome is consistent.
+func recoverableEnd(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.InvalidProducerIDMapping) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (r *Runner) logFetchErrors(fetches kgo.Fetches) {
@@ -346,12 +396,15 @@ func (r *Runner) dispatch(fetches kgo.Fetches, txn *sync.WaitGroup) {
 // transaction has always ended before it moves. The session still aborts the first
 // transaction after a revocation (it cannot tell that none was open); its records are
 // re-read from the committed offsets, so nothing is doubled.
-func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransactSession) {
+//
+// It returns the error of a transaction the broker fenced when that is recoverable with a
+// new session (see runTransactional), nil otherwise.
+func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransactSession) (fenced error) {
 	var (
 		inTxn    bool
 		deadline time.Time
 		pending  sync.WaitGroup
-		aborts   int
+		aborts   = r.abortsInRow // fences that rebuilt the session count too
 	)
 	for {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -366,7 +419,7 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 			if fetches.NumRecords() > 0 && !inTxn {
 				if err := sess.Begin(); err != nil {
 					r.fail(fmt.Errorf("begin transaction: %w", err))
-					return
+					return nil
 				}
 				inTxn, deadline = true, time.Now().Add(r.cfg.CommitInterval)
 			}
@@ -386,9 +439,14 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 				r.txnEnded(ctx, committed, ckpts)
 			}
 			switch {
+			case err != nil && recoverableEnd(err) && !stopping && aborts+1 < r.cfg.MaxAborts && !r.failing():
+				// Counted as an abort: a fence that keeps coming back (a live process
+				// with the same transactional id) still stops the stage.
+				r.abortsInRow = aborts + 1
+				return err
 			case err != nil:
 				r.fail(fmt.Errorf("end transaction: %w", err))
-				return
+				return nil
 			case committed:
 				aborts = 0
 			case reason == nil:
@@ -403,7 +461,7 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 				r.badLog.Warn("transaction aborted; its records will be processed again", "reason", reason, "in_a_row", aborts)
 				if aborts >= r.cfg.MaxAborts {
 					r.fail(fmt.Errorf("%d transactions in a row aborted, last: %w", aborts, reason))
-					return
+					return nil
 				}
 				if !stopping {
 					backoff := min(50*time.Millisecond<<min(aborts, 6), 2*time.Second)
@@ -418,8 +476,17 @@ func (r *Runner) consumeTransactional(ctx context.Context, sess *kgo.GroupTransa
 			sess.AllowRebalance()
 		}
 		if stopping {
-			return
+			return nil
 		}
+	}
+}
+
+func (r *Runner) failing() bool {
+	select {
+	case <-r.fatal:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -565,6 +565,12 @@ func (r *Runner) restorePartition(ctx context.Context, w *partitionWorker, commi
 	if err != nil {
 		return fmt.Errorf("partition %s/%d: %w", topic, p, err)
 	}
+	if replayed > 0 {
+		// Checkpoint at the end of the first transaction rather than StateInterval from
+		// now: a process that dies before then (a crash loop, a kill soon after a
+		// restart) would leave its successor the same replay again, or a longer one.
+		w.ckptAt = time.Time{}
+	}
 	r.cfg.StateMetrics.Replayed.Add(float64(replayed))
 	r.cfg.StateMetrics.RestoreSeconds.Observe(time.Since(start).Seconds())
 	r.log.Info("partition state restored", "topic", topic, "partition", p, "checkpoint", from, "committed", committed,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,13 +176,23 @@ func (p *pipeline) restores(stage string) (count, replayed int, maxSeconds float
 	return count, replayed, maxSeconds
 }
 
-var restoredRE = regexp.MustCompile(`partition state restored.* replayed=(\d+) seconds=([0-9.e-]+)`)
+var (
+	restoredRE    = regexp.MustCompile(`partition state restored.* replayed=(\d+) seconds=([0-9.e-]+)`)
+	restoreLineRE = regexp.MustCompile(`.*(partition state|checkpoint|stage failed|transaction aborted).*`)
+)
 
 func (p *pipeline) logRestores(t *testing.T) {
 	t.Helper()
 	for _, s := range []string{"preprocess", "detect", "ensemble"} {
 		if c, r, sec := p.restores(s); c > 0 {
 			t.Logf("%s: %d partition restores, %d records re-processed, slowest %.3f s", s, c, r, sec)
+			if testing.Verbose() {
+				for _, proc := range p.stages[s] {
+					for _, line := range restoreLineRE.FindAllString(proc.stderr.String(), -1) {
+						t.Log(line)
+					}
+				}
+			}
 		}
 	}
 }
@@ -422,6 +433,60 @@ func TestEOSBrokerRestarted(t *testing.T) {
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
 	results, anomalies := p.finish(n, producer)
 	p.logRestores(t)
+	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
+	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+}
+
+// TestEOSBrokerKilled kills the broker process with SIGKILL mid-stream (no
+// --sync-writes) and starts it again on the same address with its data dir. Its recovery
+// bumps the epoch of every transactional id with an open transaction, so the stages'
+// producers are fenced: each rebuilds its session with the same transactional id and
+// restores its partitions, and no stage exits.
+//
+// Opt-in (GONOMALY_EOS_BROKER_KILL=1) until it passes: the stages now ride the fence
+// out, but with 20,000 records the results stayed short of one per input for 94 s
+// after the restart (lost unsynced data or a read_committed reader held back by a
+// transaction the recovery left open: not yet known).
+func TestEOSBrokerKilled(t *testing.T) {
+	if os.Getenv("GONOMALY_EOS_BROKER_KILL") == "" {
+		t.Skip("set GONOMALY_EOS_BROKER_KILL=1: known to fail, see the comment")
+	}
+	t.Parallel()
+	n := eosRecords(t)
+	begin := time.Now()
+	dataDir := t.TempDir()
+	p := newPipeline(t, "--data-dir", dataDir)
+	p.startAll()
+	producer := p.produce(n, streamRate(n))
+	p.waitProgress(int64(n*3/10), eosTimeout(n))
+	p.broker.cmd.Process.Kill()
+	<-p.broker.done
+	down := time.Now()
+	var addr string
+	p.broker, addr = startBroker(t, "--data-dir", dataDir, "--listen", p.addr)
+	if addr != p.addr {
+		t.Fatalf("restarted broker listens on %s, want %s", addr, p.addr)
+	}
+	t.Logf("broker killed and restarted at %d committed offsets, down %s", p.progress(), time.Since(down).Round(time.Millisecond))
+	p.waitProgress(int64(n*6/10), eosTimeout(n))
+	for _, s := range []string{"preprocess", "detect", "ensemble"} {
+		for _, proc := range p.stages[s] {
+			select {
+			case err := <-proc.done:
+				t.Fatalf("%s exited after the broker restart: %v", s, err)
+			default:
+			}
+		}
+	}
+	results, anomalies := p.finish(n, producer)
+	p.logRestores(t)
+	for _, s := range []string{"preprocess", "detect", "ensemble"} {
+		for _, proc := range p.stages[s] {
+			if c := strings.Count(proc.stderr.String(), "rebuilding the session"); c > 0 {
+				t.Logf("%s: transactional session rebuilt %d times", s, c)
+			}
+		}
+	}
 	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
 	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
 }
