@@ -564,7 +564,3 @@ func describeJSON(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
-
-// notYet answers the routes still being written. Scaffolding: datasets.go and
-// models.go use it until their handlers land; then it goes.
-func notYet() error { return problem(http.StatusNotImplemented, TypeBlank, "", "not implemented yet") }
