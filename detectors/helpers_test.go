@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -59,5 +60,31 @@ func checkSeedDeterminism(t *testing.T, rows [][]float64, build func(seed uint64
 	}
 	if same(a, c) {
 		t.Fatal("different seeds, identical scores: the seed is not used")
+	}
+}
+
+// scored is one score of a stream and whether its record was an injected spike.
+type scored struct {
+	s     float64
+	spike bool
+}
+
+// checkSpikesRankTop fails unless 90 % of the spikes rank in the top 1/div of all scores.
+func checkSpikesRankTop(t *testing.T, all []scored, div int) {
+	t.Helper()
+	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
+	top := len(all) / div
+	spikes, inTop := 0, 0
+	for i, a := range all {
+		if a.spike {
+			spikes++
+			if i < top {
+				inTop++
+			}
+		}
+	}
+	t.Logf("%d of %d spikes in the top %d%% (%d scores)", inTop, spikes, 100/div, top)
+	if inTop < spikes*9/10 {
+		t.Fatalf("only %d of %d spikes rank in the top %d%%", inTop, spikes, 100/div)
 	}
 }

@@ -1,7 +1,6 @@
 package detectors
 
 import (
-	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -236,10 +235,6 @@ func TestRRCFFindsOutliers(t *testing.T) {
 	r := newRRCF(t, rrcfDefaults, 42)
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n, warm = 8000, 1000
-	type scored struct {
-		s     float64
-		spike bool
-	}
 	var all []scored
 	for i := range n {
 		x := []float64{rng.NormFloat64(), rng.NormFloat64()}
@@ -262,21 +257,7 @@ func TestRRCFFindsOutliers(t *testing.T) {
 			all = append(all, scored{s, spike})
 		}
 	}
-	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
-	top := len(all) / 50
-	spikes, inTop := 0, 0
-	for i, a := range all {
-		if a.spike {
-			spikes++
-			if i < top {
-				inTop++
-			}
-		}
-	}
-	t.Logf("%d of %d spikes in the top 2%% (%d scores)", inTop, spikes, top)
-	if inTop < spikes*9/10 {
-		t.Fatalf("only %d of %d spikes rank in the top 2%%", inTop, spikes)
-	}
+	checkSpikesRankTop(t, all, 50)
 }
 
 // TestRRCFShingleSeesShapes: with a shingle, a sine wave's values stay in range when its

@@ -1,7 +1,6 @@
 package detectors
 
 import (
-	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -25,10 +24,6 @@ func TestXStreamFindsOutliers(t *testing.T) {
 	x := newXStream(t, xstreamDefaults, 42)
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n, warm = 12000, 1000
-	type scored struct {
-		s     float64
-		spike bool
-	}
 	var all []scored
 	for i := range n {
 		rec := []float64{rng.NormFloat64(), rng.NormFloat64()}
@@ -51,21 +46,7 @@ func TestXStreamFindsOutliers(t *testing.T) {
 			all = append(all, scored{s, spike})
 		}
 	}
-	slices.SortFunc(all, func(a, b scored) int { return -cmp.Compare(a.s, b.s) })
-	top := len(all) / 100
-	spikes, inTop := 0, 0
-	for i, a := range all {
-		if a.spike {
-			spikes++
-			if i < top {
-				inTop++
-			}
-		}
-	}
-	t.Logf("%d of %d spikes in the top 1%% (%d scores)", inTop, spikes, top)
-	if inTop < spikes*9/10 {
-		t.Fatalf("only %d of %d spikes rank in the top 1%%", inTop, spikes)
-	}
+	checkSpikesRankTop(t, all, 100)
 }
 
 // TestXStreamHighDimensional: the projections make a 40-feature record whose features are
