@@ -103,30 +103,14 @@ type Server struct {
 // New builds the server and its routes. It fails when the Registerer already holds
 // different metrics under the same names.
 func New(cfg Config) (*Server, error) {
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if cfg.MaxDatasetBytes <= 0 {
-		cfg.MaxDatasetBytes = DefaultMaxDatasetBytes
-	}
-	if cfg.MaxRows <= 0 {
-		cfg.MaxRows = DefaultMaxRows
-	}
-	if cfg.ProduceTimeout <= 0 {
-		cfg.ProduceTimeout = DefaultProduceTimeout
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = DefaultMaxStreams
-	}
-	if cfg.StreamHeartbeat <= 0 {
-		cfg.StreamHeartbeat = DefaultStreamHeartbeat
-	}
-	if cfg.DetectTimeout <= 0 {
-		cfg.DetectTimeout = DefaultDetectTimeout
-	}
+	orDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	orDefault(&cfg.MaxDatasetBytes, DefaultMaxDatasetBytes)
+	orDefault(&cfg.MaxRows, DefaultMaxRows)
+	orDefault(&cfg.ProduceTimeout, DefaultProduceTimeout)
+	orDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	orDefault(&cfg.MaxStreams, DefaultMaxStreams)
+	orDefault(&cfg.StreamHeartbeat, DefaultStreamHeartbeat)
+	orDefault(&cfg.DetectTimeout, DefaultDetectTimeout)
 	if err := CheckKeys(cfg.Keys); err != nil {
 		return nil, fmt.Errorf("api: API keys: %w", err)
 	}
@@ -218,6 +202,13 @@ const ProducerLinger = time.Millisecond
 
 // defaultBatchMaxBytes is Kafka's default max.message.bytes, franz-go's default batch cap.
 const defaultBatchMaxBytes = 1_000_012
+
+// orDefault sets a zero or negative limit to its default.
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
 
 // Handler is the API as an http.Handler.
 func (s *Server) Handler() http.Handler { return s.e }
