@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"runtime/debug"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gonomaly/gonomaly/internal/telemetry"
 )
 
 // httpMetrics are the API's request metrics. The route label is the route's pattern
@@ -52,20 +53,14 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 	return m, nil
 }
 
-// register registers c, or returns the identical collector already registered, so that
-// two servers (or a restarted one) can share a registry.
+// register is telemetry.RegisterOrExisting, so that two servers (or a restarted one) can
+// share a registry.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
+	c, err := telemetry.RegisterOrExisting(reg, c)
+	if err != nil {
+		return c, fmt.Errorf("api: %w", err)
 	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("api: registering metrics: %w", err)
+	return c, nil
 }
 
 // observe counts and times every request. It hands errors to the error handler itself,

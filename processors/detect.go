@@ -17,6 +17,7 @@ import (
 
 	"github.com/gonomaly/gonomaly/detectors"
 	"github.com/gonomaly/gonomaly/internal/spec"
+	"github.com/gonomaly/gonomaly/internal/telemetry"
 	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/schemas"
 )
@@ -401,17 +402,12 @@ func newModelMetrics(reg prometheus.Registerer) *modelMetrics {
 	return m
 }
 
-// registerOrExisting registers c, or returns the collector already registered under
-// its name (a second detect stage in the process shares them).
+// registerOrExisting is telemetry.RegisterOrExisting for metrics whose names this
+// package owns: a clash is a programming error.
 func registerOrExisting[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // the same name with other labels: a programming error
+	c, err := telemetry.RegisterOrExisting(reg, c)
+	if err != nil {
+		panic(err)
 	}
 	return c
 }
