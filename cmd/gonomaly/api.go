@@ -27,11 +27,8 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	maxDataset := fs.Int64("max-dataset-bytes", api.DefaultMaxDatasetBytes, "largest POST /datasets body")
 	maxRows := fs.Int("max-rows", api.DefaultMaxRows, "most rows one POST /detect may score")
 	detectTimeout := fs.Duration("detect-timeout", api.DefaultDetectTimeout, "work budget of one POST /detect; longer work gets 422 (submit a job instead)")
-	keysEnv := fs.String("api-keys", "", "API keys as name:role:secret,... (role read or submit); prefer the env GONOMALY_API_KEYS to keep secrets out of ps")
-	keysFile := fs.String("api-keys-file", "", "file of API keys, one \"name role secret\" a line (# comments); with neither, the API is open")
-	rateLimit := fs.Float64("rate-limit", 0, "requests/s per API key (per client address without keys); 0: unlimited")
-	rateBurst := fs.Int("rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
-	schedulesPath := fs.String("schedules", "", "YAML file of periodic jobs (cron); every replica may load it, one fires them")
+	var af accessFlags
+	af.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,14 +38,7 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 	if *maxBody < 1 || *maxRows < 1 || *maxDataset < 1 || *detectTimeout <= 0 {
 		return usageErr("--max-body-bytes, --max-dataset-bytes, --max-rows and --detect-timeout must be positive")
 	}
-	if *rateLimit < 0 || *rateBurst < 0 {
-		return usageErr("--rate-limit and --rate-burst must not be negative")
-	}
-	scheds, err := loadSchedules(*schedulesPath)
-	if err != nil {
-		return err
-	}
-	keys, err := loadAPIKeys(*keysEnv, *keysFile)
+	keys, scheds, err := af.load()
 	if err != nil {
 		return err
 	}
@@ -72,7 +62,7 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 		NewConsumer: api.NewConsumerFunc(c.Brokers, kgo.ClientID("gonomaly-api-stream")),
 		Jobs:        store,
 		Registerer:  reg, Logger: env.log,
-		Keys: keys, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		Keys: keys, RateLimit: af.rateLimit, RateBurst: af.rateBurst,
 		MaxBodyBytes: *maxBody, MaxDatasetBytes: *maxDataset, MaxRows: *maxRows, DetectTimeout: *detectTimeout,
 	})
 	if err != nil {
@@ -97,6 +87,37 @@ func cmdAPI(ctx context.Context, args []string, env *environment) error {
 			return err
 		})
 	})
+}
+
+// accessFlags are the API's keys, rate limit and schedules, which `api` and `run` both take.
+type accessFlags struct {
+	keysInline, keysFile, schedules string
+	rateLimit                       float64
+	rateBurst                       int
+}
+
+func (f *accessFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.keysInline, "api-keys", "", "API keys as name:role:secret,... (role read or submit); prefer the env GONOMALY_API_KEYS to keep secrets out of ps")
+	fs.StringVar(&f.keysFile, "api-keys-file", "", "file of API keys, one \"name role secret\" a line (# comments); with neither, the API is open")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 0, "requests/s per API key (per client address without keys); 0: unlimited")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
+	fs.StringVar(&f.schedules, "schedules", "", "YAML file of periodic jobs (cron); every replica may load it, one fires them")
+}
+
+// load checks the limits and reads the keys and the schedules file.
+func (f *accessFlags) load() ([]api.Key, []jobs.Schedule, error) {
+	if f.rateLimit < 0 || f.rateBurst < 0 {
+		return nil, nil, usageErr("--rate-limit and --rate-burst must not be negative")
+	}
+	scheds, err := loadSchedules(f.schedules)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := loadAPIKeys(f.keysInline, f.keysFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return keys, scheds, nil
 }
 
 // loadAPIKeys reads the keys of --api-keys (GONOMALY_API_KEYS) and --api-keys-file;

@@ -102,11 +102,8 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	seed := fs.Uint64("seed", 1, "seed of the demo stream")
 	quiet := fs.Bool("quiet", false, "do not print anomaly events on stdout")
 	workers := fs.Int("workers", runtime.NumCPU(), "jobs run at once by the in-process job worker")
-	schedulesPath := fs.String("schedules", "", "YAML file of periodic jobs (cron) to fire")
-	keysEnv := fs.String("api-keys", "", "API keys as name:role:secret,... (role read or submit); prefer the env GONOMALY_API_KEYS")
-	keysFile := fs.String("api-keys-file", "", "file of API keys, one \"name role secret\" a line; with neither, the API is open")
-	rateLimit := fs.Float64("rate-limit", 0, "API requests/s per key (per client address without keys); 0: unlimited")
-	rateBurst := fs.Int("rate-burst", 0, "burst of --rate-limit (0: one second's worth)")
+	var af accessFlags
+	af.register(fs)
 	exactlyOnce := fs.Bool("exactly-once", false, "run the stages in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
 	var sinkURIs stringList
 	fs.Var(&sinkURIs, "sink", "extra sink of anomaly events (jsonl:PATH); repeatable")
@@ -124,21 +121,14 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	if *workers < 1 {
 		return usageErr("--workers %d: must be at least 1", *workers)
 	}
-	if *rateLimit < 0 || *rateBurst < 0 {
-		return usageErr("--rate-limit and --rate-burst must not be negative")
-	}
-	scheds, err := loadSchedules(*schedulesPath)
-	if err != nil {
-		return err
-	}
-	keys, err := loadAPIKeys(*keysEnv, *keysFile)
+	keys, scheds, err := af.load()
 	if err != nil {
 		return err
 	}
 	cfg := app.RunConfig{
 		Cluster: c, BrokerListen: *listen, BrokerDataDir: *dataDir, Spec: s,
 		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, APIAddr: *apiAddr, Logger: env.log,
-		Workers: *workers, Schedules: scheds, APIKeys: keys, RateLimit: *rateLimit, RateBurst: *rateBurst,
+		Workers: *workers, Schedules: scheds, APIKeys: keys, RateLimit: af.rateLimit, RateBurst: af.rateBurst,
 		ExactlyOnce: *exactlyOnce,
 	}
 	if !*quiet {
