@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -436,6 +437,49 @@ func TestEOSBrokerRestarted(t *testing.T) {
 	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
 	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
 }
+
+// TestEOSBrokerUnreachable freezes the broker process (SIGSTOP) for 30 s mid-stream and
+// lets it go on (SIGCONT): every connection stays open but nothing answers, as when a
+// network partition cuts the broker off. Requests time out and are retried with backoff;
+// open transactions outlive their timeout, so the broker aborts them when it wakes, and
+// the group sessions expire, so every stage rejoins. Nothing may be lost or doubled.
+func TestEOSBrokerUnreachable(t *testing.T) {
+	t.Parallel()
+	n := eosRecords(t)
+	begin := time.Now()
+	p := newPipeline(t)
+	p.startAll()
+	producer := p.produce(n, streamRate(n))
+	p.waitProgress(int64(n*3/10), eosTimeout(n))
+	pid := p.broker.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP broker: %v", err)
+	}
+	at := p.progress()
+	time.Sleep(brokerUnreachable)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT broker: %v", err)
+	}
+	t.Logf("broker unreachable for %s at %d committed offsets", brokerUnreachable, at)
+	p.waitProgress(int64(n*6/10), eosTimeout(n))
+	for _, s := range []string{"preprocess", "detect", "ensemble"} {
+		for _, proc := range p.stages[s] {
+			select {
+			case err := <-proc.done:
+				t.Fatalf("%s exited while the broker was unreachable: %v\n%s", s, err, proc.stderr.String())
+			default:
+			}
+		}
+	}
+	results, anomalies := p.finish(n, producer)
+	p.logRestores(t)
+	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
+	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+}
+
+// brokerUnreachable is issue 5's outage: longer than the transaction and session
+// timeouts (10 s), so both expire while the broker is away.
+const brokerUnreachable = 30 * time.Second
 
 // TestEOSBrokerKilled kills the broker process with SIGKILL mid-stream (no
 // --sync-writes) and starts it again on the same address with its data dir. Its recovery
