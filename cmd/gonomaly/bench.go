@@ -21,8 +21,11 @@ func cmdBench(ctx context.Context, args []string, env *environment) error {
 	if len(args) > 0 && args[0] == "sink" {
 		return cmdBenchSink(ctx, args[1:], env)
 	}
+	if len(args) > 0 && args[0] == "detectors" {
+		return cmdBenchDetectors(ctx, args[1:], env)
+	}
 	if len(args) == 0 || args[0] != "pipeline" {
-		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--eos] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json] | gonomaly bench sink --to URI [--events N] [--batch B] [--json]")
+		return usageErr("which benchmark? gonomaly bench pipeline --records N --series S [--rate R] [--eos] [--json] | gonomaly bench api --duration 20s [--rate R] [--workers N] [--json] | gonomaly bench sink --to URI [--events N] [--batch B] [--json] | gonomaly bench detectors --dataset PATH [--detectors iforest,ecod,hbos,knn] [--stream-series PATH [--labels FILE]] [--subsample N] [--seed S] [--json]")
 	}
 	fs := flag.NewFlagSet("bench pipeline", flag.ContinueOnError)
 	records := fs.Int64("records", 1_000_000, "records to push through the pipeline")
