@@ -77,6 +77,13 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(MAKE) bench-pipeline
 
+# Issue 7: gonomaly's detectors against scikit-learn, PyOD and River on the same rows, one
+# thread each; ratios beside ROC-AUC in peers-report/peers.md (the Python venv is pinned
+# in scripts/peers/requirements.txt and cached under ~/.cache/gonomaly).
+.PHONY: bench-peers
+bench-peers:
+	./scripts/peers/run.sh --out peers-report
+
 bench-pipeline: build
 	./$(BIN) bench pipeline --records 1000000 --series 1000 --json
 	./$(BIN) bench pipeline --records 1000000 --series 1000 --rate 50000 --json
@@ -90,4 +97,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin out
+	rm -rf bin out peers-report perf-report
