@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -92,6 +94,41 @@ func conformanceTargets(t *testing.T) map[string]func(t *testing.T) target {
 		"webhook-pagerduty": func(t *testing.T) target {
 			t.Setenv("TEST_PD_KEY", "rk-123")
 			return webhookTarget(t, "pagerduty")
+		},
+		"postgres": postgresTarget,
+	}
+}
+
+// postgresTarget writes a table of its own on the test server (skipped without one).
+// The order of delivery is the order rows were stored; a stall is a SHARE lock on the
+// table held by another session, which blocks the sink's INSERT as a busy database
+// would.
+func postgresTarget(t *testing.T) target {
+	table, uri := pgTable(t, "")
+	return target{
+		open: func(t *testing.T) sinks.Sink {
+			s := mustOpen(t, uri)
+			if err := s.(*sinks.Postgres).CreateTables(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		delivered:  func(t *testing.T) []string { return pgIDs(t, table) },
+		idempotent: true,
+		stall: func() func() {
+			conn := pgConn(t)
+			tx, err := conn.Begin(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(context.Background(), "LOCK TABLE "+table+" IN SHARE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			return sync.OnceFunc(func() {
+				if err := tx.Commit(context.Background()); err != nil {
+					t.Error(err)
+				}
+			})
 		},
 	}
 }
@@ -522,5 +559,45 @@ func TestConformance(t *testing.T) {
 				checkDelivery(t, tg.delivered(t), 300, 0)
 			})
 		})
+	}
+}
+
+// Two sinks of one kind on one topic in one process (gonomaly run --sink jsonl:a
+// --sink jsonl:b) register their metrics apart, by consumer group.
+func TestTwoSinksOfOneKindHaveTheirOwnMetrics(t *testing.T) {
+	s := newStream(t, 50)
+	reg := prometheus.NewRegistry()
+	dir := t.TempDir()
+	for i, group := range []string{s.group + "-a", s.group + "-b"} {
+		sink := mustOpen(t, "jsonl:"+filepath.Join(dir, fmt.Sprintf("%d.jsonl", i)))
+		var committed atomic.Int64
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- sinks.Run(ctx, sink, sinks.RunnerConfig{Topic: s.topic, Group: group, Events: true, Registry: reg,
+				ClientOpts: []kgo.Opt{kgo.SeedBrokers(s.brokers...)},
+				Written:    func(recs []*kgo.Record) { committed.Add(int64(len(recs))) }})
+		}()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			sink.Close()
+		})
+		for deadline := time.Now().Add(20 * time.Second); committed.Load() < 50; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("group %s committed %d of 50", group, committed.Load())
+			}
+		}
+	}
+	want := fmt.Sprintf(`
+# HELP gonomaly_sink_written_total Records written and made durable by the sink.
+# TYPE gonomaly_sink_written_total counter
+gonomaly_sink_written_total{group="%[1]s-a",sink="jsonl",topic="%[2]s"} 50
+gonomaly_sink_written_total{group="%[1]s-b",sink="jsonl",topic="%[2]s"} 50
+`, s.group, s.topic)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gonomaly_sink_written_total"); err != nil {
+		t.Fatal(err)
 	}
 }

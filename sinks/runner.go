@@ -39,14 +39,21 @@ type RunnerConfig struct {
 	ShutdownGrace time.Duration
 }
 
-// metrics are one runner's instruments, labelled by topic and sink kind.
+// metrics are one runner's instruments, labelled by topic, consumer group and sink kind:
+// the group keeps two sinks of one kind on one topic (two --sink jsonl:… in a process)
+// apart.
 type metrics struct {
 	written, failed, retried prometheus.Counter
 	latency                  prometheus.Observer
 }
 
+// newMetrics is for a sink used outside a consumer group (its group label is empty).
 func newMetrics(reg prometheus.Registerer, topic, kind string) *metrics {
-	labels := prometheus.Labels{"topic": topic, "sink": kind}
+	return newGroupMetrics(reg, topic, "", kind)
+}
+
+func newGroupMetrics(reg prometheus.Registerer, topic, group, kind string) *metrics {
+	labels := prometheus.Labels{"topic": topic, "group": group, "sink": kind}
 	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "gonomaly_sink_written_total",
 		Help: "Records written and made durable by the sink.", ConstLabels: labels})
 	failed := prometheus.NewCounter(prometheus.CounterOpts{Name: "gonomaly_sink_failed_total",
@@ -64,6 +71,12 @@ func newMetrics(reg prometheus.Registerer, topic, kind string) *metrics {
 
 // instrumented sinks count their own retries.
 type instrumented interface{ instrument(*metrics) }
+
+// configurable sinks are told whether they receive anomaly events or results (a
+// database picks its table by it) and where to log what they retry.
+type configurable interface {
+	configure(events bool, log *slog.Logger)
+}
 
 func kindOf(s Sink) string {
 	if k, ok := s.(interface{ kind() string }); ok {
@@ -86,9 +99,12 @@ func Run(ctx context.Context, sink Sink, cfg RunnerConfig) error {
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
-	m := newMetrics(cfg.Registry, cfg.Topic, kindOf(sink))
+	m := newGroupMetrics(cfg.Registry, cfg.Topic, cfg.Group, kindOf(sink))
 	if in, ok := sink.(instrumented); ok {
 		in.instrument(m)
+	}
+	if c, ok := sink.(configurable); ok {
+		c.configure(cfg.Events, log)
 	}
 	opts := append([]kgo.Opt{}, cfg.ClientOpts...)
 	opts = append(opts,

@@ -1,5 +1,5 @@
 // Package sinks moves records from a Kafka topic to the outside world: stdout, rotated
-// JSONL and CSV files, and webhooks. A runner consumes the topic as a consumer group and
+// JSONL and CSV files, webhooks and PostgreSQL. A runner consumes the topic as a consumer group and
 // commits offsets only after the sink reports the batch durable; events a target refuses
 // for good go to the dead-letter topic with the reason.
 package sinks
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -19,7 +20,8 @@ import (
 type Sink interface {
 	// Write appends one record's value, already converted to the sink's form. An error
 	// made with Reject refuses that one event for good (the runner dead-letters it);
-	// any other error stops the runner without committing.
+	// any other error stops the runner without committing. line is the caller's buffer,
+	// reused after Write returns: a sink that keeps it must copy it.
 	Write(line []byte) error
 	// Sync makes everything written so far durable (fsync for files).
 	Sync() error
@@ -54,7 +56,8 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 func Reject(err error) error { return &RejectedError{Err: err} }
 
 // Open selects a sink by URI: "stdout", "jsonl:PATH[?options]", "csv:PATH[?options]",
-// "http://…" or "https://…" (a webhook). docs/sinks.md lists the options.
+// "http://…" or "https://…" (a webhook), "postgres://…" or "postgresql://…".
+// docs/sinks.md lists the options.
 func Open(uri string) (Sink, error) {
 	switch {
 	case uri == "stdout" || uri == "-":
@@ -69,9 +72,22 @@ func Open(uri string) (Sink, error) {
 			return nil, err
 		}
 		return OpenWebhook(context.Background(), cfg)
+	case strings.HasPrefix(uri, "postgres://") || strings.HasPrefix(uri, "postgresql://"):
+		return openPostgres(uri)
 	default:
-		return nil, fmt.Errorf("sink %q: unknown kind (use stdout, jsonl:PATH, csv:PATH or an http(s):// webhook)", uri)
+		return nil, fmt.Errorf("sink %q: unknown kind (use stdout, jsonl:PATH, csv:PATH, an http(s):// webhook or a postgres:// URI)", withoutPassword(uri))
 	}
+}
+
+// withoutPassword masks the password of a URI with user info (a mistyped scheme must
+// not print it) and leaves anything else as it is.
+func withoutPassword(uri string) string {
+	if u, err := url.Parse(uri); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return uri
 }
 
 // writerSink writes newline-delimited lines through a buffer.

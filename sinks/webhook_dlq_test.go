@@ -87,13 +87,13 @@ func TestWebhookRejectionsGoToTheDLQWithTheReason(t *testing.T) {
 	want := `
 # HELP gonomaly_sink_failed_total Records the sink could not write for good (undecodable or rejected by the target), sent to the dead-letter topic.
 # TYPE gonomaly_sink_failed_total counter
-gonomaly_sink_failed_total{sink="webhook",topic="` + topic + `"} 1
+gonomaly_sink_failed_total{group="` + prefix + `sink",sink="webhook",topic="` + topic + `"} 1
 # HELP gonomaly_sink_retried_total Requests the sink retried after a transient failure of its target.
 # TYPE gonomaly_sink_retried_total counter
-gonomaly_sink_retried_total{sink="webhook",topic="` + topic + `"} 1
+gonomaly_sink_retried_total{group="` + prefix + `sink",sink="webhook",topic="` + topic + `"} 1
 # HELP gonomaly_sink_written_total Records written and made durable by the sink.
 # TYPE gonomaly_sink_written_total counter
-gonomaly_sink_written_total{sink="webhook",topic="` + topic + `"} 9
+gonomaly_sink_written_total{group="` + prefix + `sink",sink="webhook",topic="` + topic + `"} 9
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "gonomaly_sink_written_total", "gonomaly_sink_failed_total", "gonomaly_sink_retried_total"); err != nil {
 		t.Fatal(err)

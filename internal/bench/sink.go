@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -71,14 +72,22 @@ func Sink(ctx context.Context, cfg SinkConfig) (SinkResult, error) {
 		kind = "webhook"
 	}
 	res := SinkResult{Sink: kind, Events: cfg.Events, Batch: cfg.Batch}
+	// Every event gets its own id (run tag + sequence number patched into a pre-encoded
+	// line), so an idempotent sink (PostgreSQL's ON CONFLICT) measures inserts, not skips.
+	runTag := fmt.Sprintf("bench-%x-", time.Now().UnixNano())
+	const seqDigits = 12
 	lines := make([][]byte, 1000)
+	idAt := make([]int, len(lines))
 	for i := range lines {
-		ev := &schemas.Result{EventID: fmt.Sprintf("bench-%06d", i), Series: fmt.Sprintf("host-%03d", i%100), TS: 1_795_000_000_000 + int64(i),
+		id := runTag + strings.Repeat("0", seqDigits)
+		ev := &schemas.Result{EventID: id, Series: fmt.Sprintf("host-%03d", i%100), TS: 1_795_000_000_000 + int64(i),
 			Score: 0.97, Threshold: 0.9, Severity: "critical", Detectors: map[string]float64{"hst": 0.95, "zscore": 0.99},
 			Contributions: map[string]float64{"cpu": 0.81, "mem": 0.19}, Values: map[string]float64{"cpu": 0.93, "mem": 0.41},
 			Source: schemas.Source{Topic: "gonomaly.records", Partition: 3, Offset: int64(i)}, Pipeline: "default", DetectedAt: 1_795_000_000_100 + int64(i)}
 		lines[i] = schemas.AppendAnomalyEventJSON(nil, ev)
+		idAt[i] = bytes.Index(lines[i], []byte(id)) + len(runTag)
 	}
+	var line []byte
 	lat := make([]float64, 0, cfg.Events/cfg.Batch+1)
 	start := time.Now()
 	for done := 0; done < cfg.Events; {
@@ -89,7 +98,12 @@ func Sink(ctx context.Context, cfg SinkConfig) (SinkResult, error) {
 		t0 := time.Now()
 		n := min(cfg.Batch, cfg.Events-done)
 		for i := range n {
-			if err := sink.Write(lines[(done+i)%len(lines)]); err != nil {
+			seq, slot := done+i, (done+i)%len(lines)
+			line = append(line[:0], lines[slot]...)
+			for d, at := seq, idAt[slot]+seqDigits-1; at >= idAt[slot]; d, at = d/10, at-1 {
+				line[at] = byte('0' + d%10)
+			}
+			if err := sink.Write(line); err != nil {
 				sink.Close()
 				return res, err
 			}
