@@ -3,6 +3,8 @@
 # Debian postgresql package's binaries, one cluster of our own (not the package's
 # "main" cluster), listening on 127.0.0.1 only, with trust authentication.
 #
+#   scripts/postgres.sh install install postgresql with apt-get if initdb is missing (the
+#                               sink tests then start a throwaway cluster of their own)
 #   scripts/postgres.sh up      install postgresql with apt-get if initdb is missing,
 #                               create the cluster once, start it, create database
 #                               gonomaly; prints the URL (GONOMALY_POSTGRES_URL) on stdout
@@ -169,6 +171,7 @@ status() {
 }
 
 case ${1:-} in
+install) find_bin >/dev/null || install_pg ;;
 up) up ;;
 down) down ;;
 url) echo "$URL" ;;
@@ -178,7 +181,7 @@ purge)
 	rm -rf "$DIR"
 	;;
 *)
-	echo "usage: $0 up|down|url|status|purge" >&2
+	echo "usage: $0 install|up|down|url|status|purge" >&2
 	exit 2
 	;;
 esac
