@@ -37,6 +37,7 @@ type Detect struct {
 
 	models  ModelSource
 	metrics *modelMetrics
+	scores  *scoreMetrics
 	log     *slog.Logger
 }
 
@@ -65,10 +66,22 @@ type DetectOption func(*Detect)
 // needs it.
 func DetectModels(src ModelSource) DetectOption { return func(d *Detect) { d.models = src } }
 
-// DetectRegisterer registers the stage's model metrics (versions in use, switches,
-// records a model could not score) with reg.
+// DetectRegisterer registers the stage's metrics with reg: the detectors' score
+// histograms, and the model metrics (versions in use, switches, records a model could
+// not score).
 func DetectRegisterer(reg prometheus.Registerer) DetectOption {
-	return func(d *Detect) { d.metrics = newModelMetrics(reg) }
+	return func(d *Detect) {
+		d.metrics = newModelMetrics(reg)
+		d.scores = newScoreMetrics(reg, d.spec.Name, detectorNames(d.spec))
+	}
+}
+
+func detectorNames(s *spec.Spec) []string {
+	names := make([]string, len(s.Detectors))
+	for i, ds := range s.Detectors {
+		names[i] = ds.Name
+	}
+	return names
 }
 
 // DetectLogger logs model switches and models that cannot be restored.
@@ -83,6 +96,9 @@ func NewDetect(s *spec.Spec, topics Topics, opts ...DetectOption) (*Detect, erro
 	}
 	if d.metrics == nil {
 		d.metrics = newModelMetrics(nil)
+	}
+	if d.scores == nil {
+		d.scores = newScoreMetrics(nil, s.Name, detectorNames(s))
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -131,11 +147,12 @@ func (d *Detect) Name() string          { return "detect" }
 func (d *Detect) InputTopics() []string { return []string{d.input} }
 
 func (d *Detect) NewProcessor(topic string, partition int32) (Processor, error) {
-	p := &detector{stage: d, dets: make([]detectors.Streaming, len(d.spec.Detectors)), timed: make([]detectors.TimeAware, len(d.spec.Detectors))}
+	n := len(d.spec.Detectors)
+	p := &detector{stage: d, dets: make([]detectors.Streaming, n), timed: make([]detectors.TimeAware, n), scores: make([]float64, n)}
 	for i, ds := range d.spec.Detectors {
 		if ds.Model != "" {
 			u := d.metrics.unscoredTotal
-			p.models = append(p.models, &modelSlot{name: ds.Model, detector: ds.Name,
+			p.models = append(p.models, &modelSlot{name: ds.Model, detector: ds.Name, index: i,
 				noVersion: u.WithLabelValues(ds.Name, "no_version"), missing: u.WithLabelValues(ds.Name, "missing_feature"), failed: u.WithLabelValues(ds.Name, "error")})
 			continue
 		}
@@ -155,6 +172,8 @@ func (d *Detect) NewProcessor(topic string, partition int32) (Processor, error) 
 		p.timed[i], _ = det.(detectors.TimeAware) // seasonal detectors want the record's time
 	}
 	p.modelVersion = d.modelVersion
+	// Last: a processor that fails to build never registers its shard.
+	p.shard = d.scores.shard(detectorNames(d.spec))
 	if len(p.models) > 0 {
 		p.algorithms = len(p.models) < len(d.spec.Detectors)
 		p.partition = fmt.Sprintf("%s/%d", topic, partition)
@@ -170,6 +189,8 @@ type detector struct {
 	in      schemas.Features
 	contrib []float64
 	sum     []float64
+	scores  []float64   // per spec entry: the record's scores, observed together
+	shard   *scoreShard // gonomaly_detector_score of this partition
 
 	// Model entries: their slots, the channel that says a version arrived, and the
 	// model_version the scores carry (the spec's, and each model's name@version).
@@ -185,6 +206,7 @@ type detector struct {
 type modelSlot struct {
 	name      string // the model's
 	detector  string // the entry's, as scores name it
+	index     int    // the entry's among the spec's detectors
 	ref       jobs.ModelRef
 	det       *jobDetector // nil until a version exists
 	cols      []string
@@ -242,6 +264,7 @@ func (p *detector) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 			score = det.ScoreLearn(f.Series, f.Scaled, p.contrib)
 		}
 		out.Detectors[p.stage.spec.Detectors[i].Name] = score
+		p.scores[i] = score
 		for j, c := range p.contrib {
 			if c != 0 {
 				p.sum[j] += c
@@ -250,7 +273,9 @@ func (p *detector) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 		}
 	}
 	for _, m := range p.models {
-		out.Detectors[m.detector] = p.scoreModel(m, f)
+		score := p.scoreModel(m, f)
+		out.Detectors[m.detector] = score
+		p.scores[m.index] = score
 		for k, c := range m.contrib {
 			if c != 0 {
 				p.sum[m.pick[k]] += c
@@ -268,10 +293,15 @@ func (p *detector) Process(rec *kgo.Record, emit func(*kgo.Record)) error {
 			out.Contributions[name] = p.sum[j] / total
 		}
 	}
+	p.shard.observe(p.scores)
 	value := schemas.AppendScores(make([]byte, 0, 128+32*n), &out)
 	emit(&kgo.Record{Topic: p.stage.output, Key: rec.Key, Value: value, Timestamp: rec.Timestamp})
 	return nil
 }
+
+// Close hands the partition's score counts to the stage's metrics: the runner closes a
+// processor when its partition moves or the stage stops.
+func (p *detector) Close() { p.shard.close() }
 
 // scoreModel scores a record with a model entry's version in use. A model judges the
 // raw values, as it saw them in training (datasets and record ranges hold raw values),

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/internal/app"
+	"github.com/gonomaly/gonomaly/internal/autoscale"
 	"github.com/gonomaly/gonomaly/internal/broker"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
@@ -107,6 +110,8 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	exactlyOnce := fs.Bool("exactly-once", false, "run the stages in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
 	var sinkURIs stringList
 	fs.Var(&sinkURIs, "sink", "extra sink of anomaly events (jsonl:PATH); repeatable")
+	var asf autoscaleFlags
+	asf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -121,6 +126,10 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	if *workers < 1 {
 		return usageErr("--workers %d: must be at least 1", *workers)
 	}
+	autoscaleCfg, err := asf.config(c.Partitions)
+	if err != nil {
+		return err
+	}
 	keys, scheds, err := af.load()
 	if err != nil {
 		return err
@@ -129,7 +138,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 		Cluster: c, BrokerListen: *listen, BrokerDataDir: *dataDir, Spec: s,
 		SinkURIs: sinkURIs, MetricsAddr: *metricsAddr, APIAddr: *apiAddr, Logger: env.log,
 		Workers: *workers, Schedules: scheds, APIKeys: keys, RateLimit: af.rateLimit, RateBurst: af.rateBurst,
-		ExactlyOnce: *exactlyOnce,
+		ExactlyOnce: *exactlyOnce, Autoscale: autoscaleCfg,
 	}
 	if !*quiet {
 		cfg.Print = env.stdout
@@ -139,6 +148,72 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 		cfg.DemoRate = *demoRate
 	}
 	return untilDone(ctx, env.log, func(ctx context.Context) error { return app.Run(ctx, cfg) })
+}
+
+// autoscaleFlags are `run --autoscale`'s: KEDA's ScaledObject settings for the members
+// one process runs per stage (docs/scaling.md, "Local autoscaling").
+type autoscaleFlags struct {
+	on         bool
+	interval   time.Duration
+	cooldown   time.Duration
+	min, max   int
+	thresholds string
+	activation string
+}
+
+func (f *autoscaleFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.on, "autoscale", false, "run as many members of each stage's consumer group as its lag asks for (KEDA's formula)")
+	fs.DurationVar(&f.interval, "autoscale-interval", autoscale.DefaultInterval, "how often the stages' lag is read (KEDA pollingInterval)")
+	fs.DurationVar(&f.cooldown, "autoscale-cooldown", autoscale.DefaultCooldown, "scale down only after the lag has asked for fewer members this long")
+	fs.IntVar(&f.min, "autoscale-min", 1, "members per stage at least (0: an idle stage stops all)")
+	fs.IntVar(&f.max, "autoscale-max", 0, "members per stage at most (0: the partition count, which also caps it)")
+	fs.StringVar(&f.thresholds, "autoscale-lag-threshold", "preprocess=10000,detect=5000,ensemble=10000", "lag one member should carry, STAGE=N,... (KEDA lagThreshold)")
+	fs.StringVar(&f.activation, "autoscale-activation", "", "lag at or below which a stage is idle, STAGE=N,... (default 0; matters with --autoscale-min 0)")
+}
+
+// config is the autoscaling to run, nil without --autoscale.
+func (f *autoscaleFlags) config(partitions int32) (*app.AutoscaleConfig, error) {
+	if !f.on {
+		return nil, nil
+	}
+	switch {
+	case f.interval <= 0:
+		return nil, usageErr("--autoscale-interval %s: must be positive", f.interval)
+	case f.cooldown <= 0:
+		return nil, usageErr("--autoscale-cooldown %s: must be positive", f.cooldown)
+	case f.min < 0 || f.min > int(partitions):
+		return nil, usageErr("--autoscale-min %d: must be 0..%d (the partitions)", f.min, partitions)
+	case f.max < 0 || (f.max > 0 && f.max < max(f.min, 1)):
+		return nil, usageErr("--autoscale-max %d: must be 0 (the partitions) or at least --autoscale-min and 1", f.max)
+	}
+	thresholds, err := stageValues("--autoscale-lag-threshold", f.thresholds, 1)
+	if err != nil {
+		return nil, err
+	}
+	activation, err := stageValues("--autoscale-activation", f.activation, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &app.AutoscaleConfig{Interval: f.interval, Cooldown: f.cooldown, Min: f.min, Max: f.max,
+		LagThresholds: thresholds, ActivationLagThresholds: activation}, nil
+}
+
+// stageValues parses STAGE=N,... into a map; every N is at least least.
+func stageValues(flagName, v string, least int64) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, part := range splitList(v) {
+		stage, num, ok := strings.Cut(part, "=")
+		stage = strings.TrimSpace(stage)
+		if !ok || !slices.Contains(app.StageNames, stage) {
+			return nil, usageErr("%s %q: want STAGE=N with STAGE one of %s", flagName, part, strings.Join(app.StageNames, ", "))
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+		if err != nil || n < least {
+			return nil, usageErr("%s %q: %s must be a whole number of at least %d", flagName, part, stage, least)
+		}
+		out[stage] = n
+	}
+	return out, nil
 }
 
 func cmdBroker(ctx context.Context, args []string, env *environment) error {

@@ -75,10 +75,11 @@ var metricsAddrRE = regexp.MustCompile(`serving metrics" addr=http://(\S+)/metri
 
 // TestScrapeRunMetrics runs the all-in-one process with the demo stream and checks that
 // /metrics has the documented metrics with sane values, and that every gonomaly metric
-// it exports is documented in docs/metrics.md.
+// it exports is documented in docs/metrics.md. It runs with --autoscale, whose
+// metrics are a superset (the demo stream keeps each stage at its one member).
 func TestScrapeRunMetrics(t *testing.T) {
 	p := start(t, "run", "--demo", "--demo-rate", "1000", "--quiet", "--partitions", "2",
-		"--metrics-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0")
+		"--metrics-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--autoscale", "--autoscale-interval", "500ms")
 	go io.Copy(io.Discard, p.stdout)
 	var metricsBase, apiBase string
 	waitFor(t, "the metrics and API addresses", 60*time.Second, func() bool {
@@ -94,6 +95,12 @@ func TestScrapeRunMetrics(t *testing.T) {
 		v, _ := s.get("gonomaly_stage_records_out_total", `stage="ensemble"`)
 		return v > 0
 	})
+	// Detectors score NaN while they warm up (ewma: 8 records a series), and NaN is
+	// not observed: wait for the first verdicts.
+	waitFor(t, "detector scores", 60*time.Second, func() bool {
+		v, _ := scrapeMetrics(t, metricsBase).get("gonomaly_detector_score_count", `detector="ewma"`)
+		return v > 0
+	})
 	resp, err := http.Get(apiBase + "/api/v1/detectors")
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +109,12 @@ func TestScrapeRunMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /api/v1/detectors: %s", resp.Status)
 	}
+	// The API counts a request after its response has gone out, so the client can
+	// scrape before it is counted.
+	waitFor(t, "the request counted", 10*time.Second, func() bool {
+		_, ok := scrapeMetrics(t, metricsBase).get("gonomaly_http_request_duration_seconds_count", `/api/v1/detectors`)
+		return ok
+	})
 	s := scrapeMetrics(t, metricsBase)
 
 	positive := func(what string, parts ...string) {
@@ -120,6 +133,24 @@ func TestScrapeRunMetrics(t *testing.T) {
 		out, _ := s.get("gonomaly_stage_records_out_total", sl)
 		if stage == "preprocess" && out > in {
 			t.Errorf("preprocess produced %v records from %v", out, in)
+		}
+	}
+	// The default spec's detectors, each with a score histogram; rrcf scores NaN until
+	// its forest fills, so only ewma's count is sure to be positive by now.
+	for _, d := range []string{"ewma", "rrcf", "seasonal"} {
+		if _, ok := s.get("gonomaly_detector_score_count", `detector="`+d+`"`, `pipeline="default"`); !ok {
+			t.Errorf("no gonomaly_detector_score for detector %s", d)
+		}
+	}
+	positive("detector scores", "gonomaly_detector_score_count", `detector="ewma"`)
+	positive("detector score buckets", "gonomaly_detector_score_bucket", `detector="ewma"`, `le="+Inf"`)
+	for _, stage := range []string{"preprocess", "detect", "ensemble"} {
+		sl := `stage="` + stage + `"`
+		if v, ok := s.get("gonomaly_autoscale_replicas", sl); !ok || v < 1 || v > 2 {
+			t.Errorf("gonomaly_autoscale_replicas{%s} = %v (present %v), want 1..2 (the partitions)", sl, v, ok)
+		}
+		if _, ok := s.get("gonomaly_autoscale_desired_replicas", sl); !ok {
+			t.Errorf("no gonomaly_autoscale_desired_replicas{%s}", sl)
 		}
 	}
 	positive("HTTP requests", "gonomaly_http_requests_total", `/api/v1/detectors`)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
+	"github.com/gonomaly/gonomaly/internal/autoscale"
 	"github.com/gonomaly/gonomaly/internal/broker"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
@@ -63,10 +65,14 @@ type StagesConfig struct {
 	Logger   *slog.Logger
 	// ExactlyOnce runs the stages in Kafka transactions (processors.RunnerConfig).
 	ExactlyOnce bool
+	// Autoscale sizes each stage's group on its lag; nil: one member per stage.
+	Autoscale *AutoscaleConfig
 }
 
 // RunStages runs the stages until ctx is cancelled or one fails; a failure stops the
-// others and is returned.
+// others and is returned. Each stage is a consumer group with one member, or with
+// Autoscale as many as its lag asks for, all sharing the stage (its models view and
+// metrics).
 func RunStages(ctx context.Context, cfg StagesConfig) error {
 	c := cfg.Cluster.WithDefaults()
 	names := cfg.Stages
@@ -84,25 +90,56 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 		defer models.Close()
 		detectOpts = append(detectOpts, processors.DetectModels(models))
 	}
-	var runners []*processors.Runner
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		failOnce sync.Once
+		failed   error
+	)
+	fail := func(err error) {
+		failOnce.Do(func() { failed = err })
+		cancel()
+	}
+	var pools []*memberPool
+	var groups []autoscale.Group
 	lagGroups := map[string][]string{}
 	for _, name := range names {
 		st, err := BuildStage(name, cfg.Spec, topics, cfg.Registry, detectOpts...)
 		if err != nil {
 			return err
 		}
-		lagGroups[GroupName(c.Prefix, cfg.Spec.Name, name)] = st.InputTopics()
 		group := GroupName(c.Prefix, cfg.Spec.Name, name)
-		runners = append(runners, processors.NewRunner(st, processors.RunnerConfig{
-			Group:        group,
-			DLQTopic:     topics.DLQ,
-			ClientOpts:   []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-" + name), telemetry.KafkaMetrics(cfg.Registry, telemetry.KafkaNamespace)},
-			Logger:       c.Logger,
-			Metrics:      processors.NewStageMetrics(cfg.Registry, name),
-			ExactlyOnce:  cfg.ExactlyOnce,
-			StateTopic:   c.Topic("state." + group), // as cluster.Layout names it; created if missing
-			StateMetrics: processors.NewStateMetrics(cfg.Registry, name),
-		}))
+		lagGroups[group] = st.InputTopics()
+		// Registered once per stage and shared by its members: one set of series per
+		// stage, whatever the number of members.
+		stageMetrics := processors.NewStageMetrics(cfg.Registry, name)
+		stateMetrics := processors.NewStateMetrics(cfg.Registry, name)
+		kafkaMetrics := telemetry.KafkaMetrics(cfg.Registry, telemetry.KafkaNamespace)
+		pool := &memberPool{ctx: ctx, fail: fail, newRunner: func(slot int) *processors.Runner {
+			clientID, log := c.ClientID+"-"+name, c.Logger
+			if slot > 0 {
+				clientID += "-" + strconv.Itoa(slot)
+			}
+			if cfg.Autoscale != nil {
+				log = log.With("member", slot)
+			}
+			return processors.NewRunner(st, processors.RunnerConfig{
+				Group:           group,
+				DLQTopic:        topics.DLQ,
+				ClientOpts:      []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(clientID), kafkaMetrics},
+				Logger:          log,
+				Metrics:         memberMetrics(stageMetrics),
+				ExactlyOnce:     cfg.ExactlyOnce,
+				StateTopic:      c.Topic("state." + group), // as cluster.Layout names it; created if missing
+				StateMetrics:    stateMetrics,
+				TransactionalID: memberTransactionalID(slot),
+			})
+		}}
+		pools = append(pools, pool)
+		if cfg.Autoscale != nil {
+			groups = append(groups, autoscale.Group{Stage: name, Group: group, Topics: st.InputTopics(),
+				Policy: cfg.Autoscale.policy(name), Scale: pool.scale})
+		}
 	}
 	if cfg.Registry != nil {
 		unregister, err := RegisterLag(cfg.Registry, c, "-stages-lag", lagGroups)
@@ -111,11 +148,36 @@ func RunStages(ctx context.Context, cfg StagesConfig) error {
 		}
 		defer unregister()
 	}
-	funcs := make([]func(context.Context) error, len(runners))
-	for i, r := range runners {
-		funcs[i] = r.Run
+	if cfg.Autoscale == nil {
+		for _, p := range pools {
+			if p.scale(ctx, 1) != nil {
+				break // the run has ended already
+			}
+		}
+		<-ctx.Done()
+	} else if err := runAutoscale(ctx, c, cfg, groups); err != nil {
+		fail(err)
 	}
-	return runAll(ctx, funcs...)
+	cancel()
+	for _, p := range pools {
+		p.wait()
+	}
+	return failed
+}
+
+// runAutoscale sizes the stages' groups until ctx ends, reading their lag through a
+// client of its own.
+func runAutoscale(ctx context.Context, c cluster.Config, cfg StagesConfig, groups []autoscale.Group) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID+"-autoscale"))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	a := cfg.Autoscale
+	return autoscale.Run(ctx, autoscale.Config{
+		Interval: a.Interval, Cooldown: a.Cooldown, Lag: autoscale.KafkaLag(cl),
+		Registerer: cfg.Registry, Logger: c.Logger, OnPoll: a.OnPoll,
+	}, groups...)
 }
 
 // RegisterLag exports the consumer lag of groups (group → topics it reads) with reg,
@@ -179,8 +241,10 @@ type RunConfig struct {
 	// ExactlyOnce runs the stages in Kafka transactions; the sinks read committed
 	// records either way.
 	ExactlyOnce bool
-	Registry    *prometheus.Registry
-	Logger      *slog.Logger
+	// Autoscale sizes each stage's group on its lag (--autoscale); nil: one member each.
+	Autoscale *AutoscaleConfig
+	Registry  *prometheus.Registry
+	Logger    *slog.Logger
 	// Started, if set, is told the broker address once the pipeline is up.
 	Started func(brokers []string)
 }
@@ -248,7 +312,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		fns = append(fns, jobFns...)
 	}
 	fns = append(fns, func(ctx context.Context) error {
-		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log, ExactlyOnce: cfg.ExactlyOnce})
+		return RunStages(ctx, StagesConfig{Cluster: c, Spec: cfg.Spec, Registry: reg, Logger: log, ExactlyOnce: cfg.ExactlyOnce, Autoscale: cfg.Autoscale})
 	})
 	sinkTargets := slices.Clone(cfg.SinkURIs)
 	var openSinks []sinks.Sink
