@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -78,8 +79,11 @@ var metricsAddrRE = regexp.MustCompile(`serving metrics" addr=http://(\S+)/metri
 // it exports is documented in docs/metrics.md. It runs with --autoscale, whose
 // metrics are a superset (the demo stream keeps each stage at its one member).
 func TestScrapeRunMetrics(t *testing.T) {
+	// Two sinks of one kind: their metrics must not clash (the group label tells them apart).
+	dir := t.TempDir()
 	p := start(t, "run", "--demo", "--demo-rate", "1000", "--quiet", "--partitions", "2",
-		"--metrics-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--autoscale", "--autoscale-interval", "500ms")
+		"--metrics-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--autoscale", "--autoscale-interval", "500ms",
+		"--sink", "jsonl:"+filepath.Join(dir, "a.jsonl"), "--sink", "jsonl:"+filepath.Join(dir, "b.jsonl"))
 	go io.Copy(io.Discard, p.stdout)
 	var metricsBase, apiBase string
 	waitFor(t, "the metrics and API addresses", 60*time.Second, func() bool {
@@ -151,6 +155,15 @@ func TestScrapeRunMetrics(t *testing.T) {
 		}
 		if _, ok := s.get("gonomaly_autoscale_desired_replicas", sl); !ok {
 			t.Errorf("no gonomaly_autoscale_desired_replicas{%s}", sl)
+		}
+	}
+	for _, g := range []string{"sink-0", "sink-1"} {
+		gl := `group="gonomaly.default.` + g + `"`
+		if _, ok := s.get("gonomaly_sink_written_total", gl, `sink="jsonl"`); !ok {
+			t.Errorf("no gonomaly_sink_written_total{%s,sink=\"jsonl\"}", gl)
+		}
+		if _, ok := s.get("gonomaly_consumer_lag_records", gl); !ok {
+			t.Errorf("no gonomaly_consumer_lag_records{%s}: the sink's group lag is not exported", gl)
 		}
 	}
 	positive("HTTP requests", "gonomaly_http_requests_total", `/api/v1/detectors`)

@@ -332,15 +332,25 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 		openSinks = append(openSinks, s)
 	}
+	sinkGroups := map[string][]string{}
 	for i, s := range openSinks {
 		group := GroupName(c.Prefix, cfg.Spec.Name, fmt.Sprintf("sink-%d", i))
+		sinkGroups[group] = []string{topics.Anomalies}
 		fns = append(fns, func(ctx context.Context) error {
 			return sinks.Run(ctx, s, sinks.RunnerConfig{
 				Topic: topics.Anomalies, Group: group, Events: true, DLQTopic: topics.DLQ,
 				// read_committed: never deliver an aborted transaction's events.
 				ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.FetchIsolationLevel(kgo.ReadCommitted())}, Logger: log.With("sink", sinkTargets[i]),
+				Registry: reg, // the group label keeps two sinks of one kind apart
 			})
 		})
+	}
+	if len(sinkGroups) > 0 {
+		unregister, err := RegisterLag(reg, c, "-sinks-lag", sinkGroups)
+		if err != nil {
+			return err
+		}
+		defer unregister()
 	}
 	if cfg.Demo != nil {
 		fns = append(fns, func(ctx context.Context) error {
