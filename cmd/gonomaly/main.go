@@ -45,6 +45,7 @@ var commands = []command{
 	{"eval", "detection quality on labelled data: eval odds (PyOD protocol), eval nab (NAB scoring)", cmdEval},
 	{"bench", "benchmarks: bench pipeline, bench api", cmdBench},
 	{"profile", "fetch a CPU or heap profile from a process's --metrics-addr and print its hotspots with hints", cmdProfile},
+	{"perf", "the performance test suite: --test-type profiling|optimization|queue|concurrent|memory|load|scalability|all, report and plots in --out", cmdPerf},
 }
 
 func main() {
