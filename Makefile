@@ -77,6 +77,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(MAKE) bench-pipeline
 
+# Issue 7: the performance test suite (profiling, optimization, queue, concurrent, memory,
+# load, scalability) at full size, into perf-report/report.md with PNG plots (~4 min).
+.PHONY: perf
+perf: build
+	./$(BIN) perf --test-type all --out perf-report
+
 # Issue 7: gonomaly's detectors against scikit-learn, PyOD and River on the same rows, one
 # thread each; ratios beside ROC-AUC in peers-report/peers.md (the Python venv is pinned
 # in scripts/peers/requirements.txt and cached under ~/.cache/gonomaly).
