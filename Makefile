@@ -29,6 +29,14 @@ test: lint test-deploy
 test-deploy:
 	cd deploy/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
+# KEDA's own Kafka scaler (kedacore/keda v2.21.0) on real consumer groups of a `gonomaly
+# broker` process with a backlog the pipeline made, and every manifest against KEDA's CRD
+# schemas and client-go's built-in schemas. Its own module (deploy/keda) so KEDA's ~300
+# modules stay out of go.mod; about 18 min on a cold cache here, 40 s warm.
+.PHONY: test-keda
+test-keda:
+	cd deploy/keda && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
+
 # Issue 5's exactly-once checks at the issue's size: broker, stages and producer as
 # processes over 1,000,000 records; detect killed, detect scaled, broker restarted.
 test-eos:
