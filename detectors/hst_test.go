@@ -19,10 +19,10 @@ func newHST(t testing.TB, cfg HSTConfig, seed uint64) *HalfSpaceTrees {
 	return h
 }
 
-// eagerHST is the paper's algorithm written literally on a forest's splits: reference and
-// latest masses in every node, swapped eagerly at the end of each window, and each tree
-// walked from the root to the node where scoring stops. The lazy, level-by-level
-// implementation, whose scoring counts dense nodes instead of walking, must match it.
+// eagerHST is the algorithm written literally on a forest's splits: reference and latest
+// masses in every node, swapped eagerly at the end of each window, and each tree walked
+// from the root to the node where scoring stops, summing r·2^depth on the way. The lazy,
+// level-by-level implementation, which scores all trees a level at a time, must match it.
 type eagerHST struct {
 	f      *hstForest // splits and layout only
 	r, l   []uint32
@@ -60,8 +60,8 @@ func (e *eagerHST) scoreLearn(x []float64) float64 {
 	for t := range f.trees {
 		for p, d := 0, 0; ; d++ {
 			g := e.index(t, d, p)
+			mass += uint64(e.r[g]) << d
 			if e.r[g] < f.sizeLimit || d == f.height {
-				mass += uint64(e.r[g]) << d
 				break
 			}
 			p = child(g, p)
