@@ -36,6 +36,7 @@ const (
 	snapGaussian
 	snapPOT
 	snapRolling
+	snapWindowedGaussian // the gaussian detector; snapGaussian is the calibrator
 )
 
 var (

@@ -86,6 +86,8 @@ func streamingSnapCases() []streamingSnapCase {
 			s, err := NewSeasonal(SeasonalConfig{BinsPerDay: 6, Weekly: true, Alpha: 0.2, MinSamples: 3, StepSeconds: 1800, UTCOffsetHours: 1})
 			return must(t, s, err)
 		}, func() Persistent { return new(Seasonal) }, 600},
+		{"gaussian", func(t testing.TB) Streaming { g, err := NewWindowedGaussian(16, 4); return must(t, g, err) },
+			func() Persistent { return new(WindowedGaussian) }, 600},
 	}
 }
 
@@ -439,7 +441,7 @@ func fuzzSmall(d Streaming) bool {
 // TestRegisteredStreamingPersist: every registered streaming detector can be checkpointed,
 // and the new ones are registered with documented parameters whose defaults build.
 func TestRegisteredStreamingPersist(t *testing.T) {
-	for _, name := range []string{"rrcf", "xstream", "seasonal"} {
+	for _, name := range []string{"rrcf", "xstream", "seasonal", "gaussian"} {
 		info, err := Lookup(name)
 		if err != nil {
 			t.Fatal(err)
