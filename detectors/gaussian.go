@@ -8,7 +8,7 @@ import (
 
 func init() {
 	Register(Info{
-		Name: "gaussian",
+		Name: "windowed_gaussian",
 		Kind: KindStreaming,
 		Doc: "Windowed Gaussian z-score per series and feature: |x − rolling mean| / rolling standard " +
 			"deviation (population, as numpy.std) over the last `window` values, scored before x is " +
@@ -25,7 +25,7 @@ func init() {
 	})
 }
 
-// WindowedGaussian is the gaussian detector: one rolling mean and variance per series and
+// WindowedGaussian is the windowed_gaussian detector: one rolling mean and variance per series and
 // feature over a ring of the last `window` values.
 type WindowedGaussian struct {
 	window, minSamples int

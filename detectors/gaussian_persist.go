@@ -41,7 +41,7 @@ func (g *WindowedGaussian) MarshalBinary() ([]byte, error) {
 // go back in arrival order from slot 0; recompute sums in arrival order, so the rotation
 // does not change a result.
 func (g *WindowedGaussian) UnmarshalBinary(data []byte) error {
-	r, err := newSnapReader(data, snapWindowedGaussian, "gaussian")
+	r, err := newSnapReader(data, snapWindowedGaussian, "windowed_gaussian")
 	if err != nil {
 		return err
 	}

@@ -86,7 +86,7 @@ func streamingSnapCases() []streamingSnapCase {
 			s, err := NewSeasonal(SeasonalConfig{BinsPerDay: 6, Weekly: true, Alpha: 0.2, MinSamples: 3, StepSeconds: 1800, UTCOffsetHours: 1})
 			return must(t, s, err)
 		}, func() Persistent { return new(Seasonal) }, 600},
-		{"gaussian", func(t testing.TB) Streaming { g, err := NewWindowedGaussian(16, 4); return must(t, g, err) },
+		{"windowed_gaussian", func(t testing.TB) Streaming { g, err := NewWindowedGaussian(16, 4); return must(t, g, err) },
 			func() Persistent { return new(WindowedGaussian) }, 600},
 	}
 }
@@ -161,7 +161,7 @@ type calibratorSnapCase struct {
 func calibratorSnapCases() []calibratorSnapCase {
 	return []calibratorSnapCase{
 		{"ecdf", func() Calibrator { return NewECDFCalibrator(50) }, func() Persistent { return new(ECDFCalibrator) }},
-		{"gaussian", func() Calibrator { return NewGaussianCalibrator(50) }, func() Persistent { return new(GaussianCalibrator) }},
+		{"windowed_gaussian", func() Calibrator { return NewGaussianCalibrator(50) }, func() Persistent { return new(GaussianCalibrator) }},
 		{"pot", func() Calibrator { return NewPOTCalibrator(200) }, func() Persistent { return new(POTCalibrator) }},
 	}
 }
@@ -441,7 +441,7 @@ func fuzzSmall(d Streaming) bool {
 // TestRegisteredStreamingPersist: every registered streaming detector can be checkpointed,
 // and the new ones are registered with documented parameters whose defaults build.
 func TestRegisteredStreamingPersist(t *testing.T) {
-	for _, name := range []string{"rrcf", "xstream", "seasonal", "gaussian"} {
+	for _, name := range []string{"rrcf", "xstream", "seasonal", "windowed_gaussian"} {
 		info, err := Lookup(name)
 		if err != nil {
 			t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 )
 
 func TestStreamingDetectorsRegistered(t *testing.T) {
-	for _, name := range []string{"zscore", "ewma", "hst", "gaussian"} {
+	for _, name := range []string{"zscore", "ewma", "hst", "windowed_gaussian"} {
 		info, err := Lookup(name)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestNewStreamingRejectsInconsistentParams(t *testing.T) {
 		want     string
 	}{
 		{"zscore", Params{"window": 16, "min_samples": 17}, "min_samples"},
-		{"gaussian", Params{"window": 16, "min_samples": 17}, "min_samples"},
+		{"windowed_gaussian", Params{"window": 16, "min_samples": 17}, "min_samples"},
 		{"hst", Params{"trees": 500, "height": 25}, "height"},
 	} {
 		info, _ := Lookup(tc.detector)

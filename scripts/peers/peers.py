@@ -106,7 +106,7 @@ DEFAULTS = {
     "knn": {"n_neighbors": 5, "method": 0, "standardize": 1},
     "hst": {"trees": 25, "height": 15, "window": 250, "limit": 4.0},
     "zscore": {"window": 64, "min_samples": 8},
-    "gaussian": {"window": 64, "min_samples": 8},
+    "windowed_gaussian": {"window": 64, "min_samples": 8},
 }
 
 
@@ -254,10 +254,10 @@ def stream_peers(name, given, seed):
                 m.learn_one(x)
             return time.perf_counter() - t0, time.process_time() - c0, scores
         return "river.HalfSpaceTrees", p, run
-    if name in ("zscore", "gaussian"):
+    if name in ("zscore", "windowed_gaussian"):
         # River has no z-score detector as such; GaussianScorer over a rolling window is a
         # rolling mean/std z-score mapped through the normal CDF, 2|Φ(z) − 1/2|, which ranks
-        # records as |z| does. It is the same estimator as gonomaly's gaussian, and the
+        # records as |z| does. It is the same estimator as gonomaly's windowed_gaussian, and the
         # non-robust counterpart of gonomaly's zscore (rolling median/MAD).
         p = {"window_size": int(params["window"]), "grace_period": int(params["min_samples"])}
 
@@ -272,7 +272,7 @@ def stream_peers(name, given, seed):
                 m.learn_one(None, v)
             return time.perf_counter() - t0, time.process_time() - c0, scores
         return "river.GaussianScorer", p, run
-    raise SystemExit(f"peers.py: --stream-detectors: no Python peer for {name!r} (known: hst, zscore, gaussian)")
+    raise SystemExit(f"peers.py: --stream-detectors: no Python peer for {name!r} (known: hst, zscore, windowed_gaussian)")
 
 
 def bench_stream(path, labels_path, names, params, seed, repeat):
@@ -334,7 +334,7 @@ def main():
     ap.add_argument("--detectors", default="iforest,ecod,hbos,knn")
     ap.add_argument("--stream-series", default="")
     ap.add_argument("--labels", default="")
-    ap.add_argument("--stream-detectors", default="hst,zscore,gaussian")
+    ap.add_argument("--stream-detectors", default="hst,zscore,windowed_gaussian")
     ap.add_argument("--subsample", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)

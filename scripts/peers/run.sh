@@ -89,7 +89,7 @@ say "go build -o $bin ./cmd/gonomaly"
 # the protocol has already standardised and PyOD's KNN does not; River's HalfSpaceTrees
 # defaults (10 trees, height 8, window 250) for hst with a work space of [-1, 1], which is
 # where the stream is scaled; window 64 and 8 warm-up values for GaussianScorer, against
-# both zscore (robust: median/MAD) and gaussian (the same estimator: mean/sd).
+# both zscore (robust: median/MAD) and windowed_gaussian (the same estimator: mean/sd).
 common=(--seed 0 --repeat "$repeat")
 commands=()
 # run_job NAME ARGS...: Go then Python with the same arguments, so that both sides see
@@ -106,10 +106,10 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 run_job 1-shuttle --dataset "$data/odds/shuttle.csv" --detectors iforest,ecod,hbos,knn --param knn.standardize=0
 run_job 2-cover --dataset "$data/odds/cover.csv.gz" --detectors iforest,ecod,hbos,knn --param knn.standardize=0
 run_job 3-stream --stream-series "$data/nab/realKnownCause/machine_temperature_system_failure.csv" \
-  --labels "$data/nab/combined_windows.json" --stream-detectors hst,zscore,gaussian \
+  --labels "$data/nab/combined_windows.json" --stream-detectors hst,zscore,windowed_gaussian \
   --param hst.trees=10 --param hst.height=8 --param hst.window=250 --param hst.limit=1 \
   --param zscore.window=64 --param zscore.min_samples=8 \
-  --param gaussian.window=64 --param gaussian.min_samples=8
+  --param windowed_gaussian.window=64 --param windowed_gaussian.min_samples=8
 load_after="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)"
