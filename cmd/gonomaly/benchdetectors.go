@@ -11,11 +11,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/gonomaly/gonomaly/detectors"
+	"github.com/gonomaly/gonomaly/internal/bench"
 	"github.com/gonomaly/gonomaly/internal/eval"
 )
 
@@ -251,16 +251,6 @@ func peerSplit(n, subsample int, seed uint64) (train, test []int) {
 	return train, test
 }
 
-// processCPU is the CPU time of the whole process (every thread, so the garbage
-// collector's work counts too), as Python's time.process_time is.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // singleThreaded runs fn with GOMAXPROCS 1, so that neither a detector's own goroutines
 // nor the garbage collector's background workers borrow a second core: the Python peers
 // are pinned to one thread too.
@@ -318,7 +308,7 @@ func benchBatch(ctx context.Context, env *environment, path string, cands []eval
 			runtime.GC()
 			var fit, score, cpu time.Duration
 			err = singleThreaded(func() error {
-				c0 := processCPU()
+				c0 := bench.ProcessCPU()
 				t0 := time.Now()
 				if err := det.Fit(train); err != nil {
 					return fmt.Errorf("%s on %s: fit: %w", c.Name, ds.Name, err)
@@ -328,7 +318,7 @@ func benchBatch(ctx context.Context, env *environment, path string, cands []eval
 					return fmt.Errorf("%s on %s: score: %w", c.Name, ds.Name, err)
 				}
 				fit, score = t1.Sub(t0), time.Since(t1)
-				cpu = processCPU() - c0
+				cpu = bench.ProcessCPU() - c0
 				return nil
 			})
 			if err != nil {
@@ -420,14 +410,14 @@ func benchStream(ctx context.Context, env *environment, path, labelsPath string,
 			var elapsed, cpu time.Duration
 			_ = singleThreaded(func() error {
 				x := make([]float64, 1)
-				c0 := processCPU()
+				c0 := bench.ProcessCPU()
 				t0 := time.Now()
 				for i, v := range scaled {
 					x[0] = v
 					scores[i] = det.ScoreLearn("series", x, nil)
 				}
 				elapsed = time.Since(t0)
-				cpu = processCPU() - c0
+				cpu = bench.ProcessCPU() - c0
 				return nil
 			})
 			r.CPUSeconds = min(r.CPUSeconds, cpu.Seconds())

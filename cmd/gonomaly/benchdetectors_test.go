@@ -2,12 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -20,10 +17,7 @@ import (
 
 // benchDetectors runs `gonomaly bench detectors` in process through bench's dispatch.
 func benchDetectors(args ...string) (string, string, error) {
-	var stdout, stderr bytes.Buffer
-	env := &environment{stdout: &stdout, stderr: &stderr, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	err := cmdBench(context.Background(), append([]string{"detectors"}, args...), env)
-	return stdout.String(), stderr.String(), err
+	return runInProcess(cmdBench, append([]string{"detectors"}, args...)...)
 }
 
 // writeBenchODDS writes a small ODDS CSV: Gaussian inliers and far-out outliers spread

@@ -20,13 +20,18 @@ import (
 	"github.com/gonomaly/gonomaly/internal/eval"
 )
 
-// evalODDS runs `gonomaly eval odds` in process, so the race detector sees the detectors
-// and the runner, and returns stdout, stderr and the error.
-func evalODDS(args ...string) (string, string, error) {
+// runInProcess runs the command cmd dispatches to with args in process, so the race
+// detector sees the code it runs, and returns stdout, stderr and the error.
+func runInProcess(cmd func(context.Context, []string, *environment) error, args ...string) (string, string, error) {
 	var stdout, stderr bytes.Buffer
 	env := &environment{stdout: &stdout, stderr: &stderr, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	err := cmdEval(context.Background(), append([]string{"odds"}, args...), env)
+	err := cmd(context.Background(), args, env)
 	return stdout.String(), stderr.String(), err
+}
+
+// evalODDS runs `gonomaly eval odds` in process (see runInProcess).
+func evalODDS(args ...string) (string, string, error) {
+	return runInProcess(cmdEval, append([]string{"odds"}, args...)...)
 }
 
 // writeSyntheticODDS writes an ODDS-shaped CSV: Gaussian inliers and a few outliers far

@@ -21,10 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
-	"github.com/gonomaly/gonomaly/internal/app"
-	"github.com/gonomaly/gonomaly/internal/broker"
 	"github.com/gonomaly/gonomaly/internal/cluster"
-	"github.com/gonomaly/gonomaly/jobs"
 )
 
 // APIConfig sizes an API benchmark.
@@ -102,55 +99,21 @@ func API(ctx context.Context, cfg APIConfig) (APIResult, error) {
 	if cfg.Partitions <= 0 {
 		cfg.Partitions = 8
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	envCfg := APIEnvConfig{
+		Cluster:  cluster.Config{Brokers: cfg.Brokers, Partitions: cfg.Partitions, Prefix: fmt.Sprintf("benchapi%d.", time.Now().UnixNano()), Logger: cfg.Logger},
+		ClientID: "gonomaly-bench-api",
 	}
-	c := cluster.Config{Brokers: cfg.Brokers, Partitions: cfg.Partitions, Prefix: fmt.Sprintf("benchapi%d.", time.Now().UnixNano()), Logger: log}.WithDefaults()
-	if len(c.Brokers) == 0 {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: int(cfg.Partitions)})
-		if err != nil {
-			return APIResult{}, err
-		}
-		defer b.Close()
-		c.Brokers = []string{b.Addr()}
-	}
-	topics := jobs.TopicsFor(c)
-	cl, err := cluster.Connect(ctx, c, app.ConnectTimeout, append(api.ProducerOptions(topics), kgo.ClientID("gonomaly-bench-api"))...)
-	if err != nil {
-		return APIResult{}, err
-	}
-	defer cl.Close()
-	if err := c.EnsureLayout(ctx, cl); err != nil {
-		return APIResult{}, err
-	}
-	store, err := jobs.Open(ctx, cl, topics, api.NewConsumerFunc(c.Brokers))
-	if err != nil {
-		return APIResult{}, err
-	}
-	defer store.Close()
-	apiCfg := api.Config{Client: cl, Topics: api.Topics{Records: c.Topic("records")}, Jobs: store, Logger: log}
 	header := http.Header{"Content-Type": {"application/json"}}
 	if cfg.Auth {
-		apiCfg.Keys = []api.Key{{Name: "bench", Role: api.RoleSubmit, Secret: benchKey}}
+		envCfg.Keys = []api.Key{{Name: "bench", Role: api.RoleSubmit, Secret: benchKey}}
 		header.Set("Authorization", "Bearer "+benchKey)
 	}
-	srv, err := api.New(apiCfg)
+	env, err := StartAPI(ctx, envCfg)
 	if err != nil {
 		return APIResult{}, err
 	}
-	ln, err := api.Listen("127.0.0.1:0")
-	if err != nil {
-		return APIResult{}, err
-	}
-	serveCtx, stopServing := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(serveCtx, ln) }()
-	defer func() {
-		stopServing()
-		<-served
-	}()
-	base := "http://" + ln.Addr().String() + api.Prefix
+	defer env.Close()
+	base := env.Base + api.Prefix
 
 	bodies := jobBodies(1024, 1)
 	if err := warmUp(ctx, base+"/jobs", bodies[0], header); err != nil {
@@ -170,14 +133,16 @@ func API(ctx context.Context, cfg APIConfig) (APIResult, error) {
 	}
 	var ids []string
 	res.Submit = attack(ctx, "submit", submit, cfg, func(r *vegeta.Result) {
-		if id := statusID(r.Body); id != "" {
+		if id := StatusID(r.Body); id != "" {
 			ids = append(ids, id)
 		}
 	})
 	if res.Submit.Succeeded > 0 && len(ids) == 0 {
 		return res, fmt.Errorf("no job id in the submit answers")
 	}
-	queued, err := endOffsets(ctx, cl, topics.Detect)
+	// The API's own client, which produced the jobs: the admin client's view of the topic may
+	// still be from before it was created.
+	queued, err := endOffsets(ctx, env.Store.Client, env.Store.Topics.Detect)
 	if err != nil {
 		return res, err
 	}
@@ -203,14 +168,44 @@ func API(ctx context.Context, cfg APIConfig) (APIResult, error) {
 	return res, ctx.Err()
 }
 
-// attack runs one phase and summarises it; each answer is also handed to each, on the
-// phase's one collecting goroutine.
-func attack(ctx context.Context, name string, targeter vegeta.Targeter, cfg APIConfig, each func(*vegeta.Result)) PhaseResult {
+// AttackConfig is one load phase for Attack.
+type AttackConfig struct {
+	Name     string
+	Targeter vegeta.Targeter
+	Duration time.Duration
+	// Workers is the number of concurrent requests, each on its own keep-alive connection.
+	Workers int
+	// Rate caps the requests/s; 0: as fast as the workers go.
+	Rate float64
+	// OK, if set, is handed every 2xx answer, body included; without it answers' bodies
+	// are drained, not kept.
+	OK func(*vegeta.Result)
+	// Failed, if set, is handed every other answer, transport failures included.
+	Failed func(*vegeta.Result)
+}
+
+// Attacked is what an attack measured.
+type Attacked struct {
+	Requests  int
+	Succeeded int         // 2xx answers without a transport error
+	Codes     map[int]int // answers by status code (0: none)
+	// Latencies are the successful requests', from the request's start to the end of its
+	// answer's body, in the order they came.
+	Latencies []time.Duration
+	// Seconds is from the first request's start to the end of the last answer.
+	Seconds float64
+	// CPU is the CPU time the whole process used during the attack.
+	CPU time.Duration
+}
+
+// Attack drives cfg.Targeter with vegeta for cfg.Duration (or until ctx ends); OK and
+// Failed are called on the attack's one collecting goroutine.
+func Attack(ctx context.Context, cfg AttackConfig) Attacked {
 	opts := []func(*vegeta.Attacker){
 		vegeta.Workers(uint64(cfg.Workers)), vegeta.MaxWorkers(uint64(cfg.Workers)),
 		vegeta.Connections(cfg.Workers), vegeta.KeepAlive(true), vegeta.Redirects(vegeta.NoFollow),
 	}
-	if each == nil {
+	if cfg.OK == nil {
 		opts = append(opts, vegeta.MaxBody(0)) // drained, not kept
 	}
 	a := vegeta.NewAttacker(opts...)
@@ -218,30 +213,20 @@ func attack(ctx context.Context, name string, targeter vegeta.Targeter, cfg APIC
 	defer stop()
 	// Per 1000 s keeps fractional rates; a zero rate is vegeta's "as fast as the workers go".
 	pacer := vegeta.ConstantPacer{Freq: int(math.Round(cfg.Rate * 1000)), Per: 1000 * time.Second}
-	out := PhaseResult{Name: name, StatusCodes: map[string]int{}}
-	cpuStart := processCPU()
-	latencies := make([]time.Duration, 0, 1<<16)
+	out := Attacked{Codes: map[int]int{}, Latencies: make([]time.Duration, 0, 1<<16)}
+	cpuStart := ProcessCPU()
 	var first, last time.Time
-	seen := map[string]bool{}
-	for r := range a.Attack(targeter, pacer, cfg.Duration, name) {
+	for r := range a.Attack(cfg.Targeter, pacer, cfg.Duration, cfg.Name) {
 		out.Requests++
-		out.StatusCodes[strconv.Itoa(int(r.Code))]++
+		out.Codes[int(r.Code)]++
 		if r.Code >= 200 && r.Code < 300 && r.Error == "" {
 			out.Succeeded++
-			latencies = append(latencies, r.Latency)
-			if each != nil {
-				each(r)
+			out.Latencies = append(out.Latencies, r.Latency)
+			if cfg.OK != nil {
+				cfg.OK(r)
 			}
-		} else {
-			out.Errors++
-			msg := r.Error
-			if len(r.Body) > 0 {
-				msg += ": " + string(bytes.TrimSpace(r.Body[:min(len(r.Body), 300)]))
-			}
-			if !seen[msg] && len(out.ErrorSamples) < 5 {
-				seen[msg] = true
-				out.ErrorSamples = append(out.ErrorSamples, msg)
-			}
+		} else if cfg.Failed != nil {
+			cfg.Failed(r)
 		}
 		if first.IsZero() || r.Timestamp.Before(first) {
 			first = r.Timestamp
@@ -250,14 +235,42 @@ func attack(ctx context.Context, name string, targeter vegeta.Targeter, cfg APIC
 			last = end
 		}
 	}
-	out.CPUSeconds = (processCPU() - cpuStart).Seconds()
+	out.CPU = ProcessCPU() - cpuStart
+	out.Seconds = last.Sub(first).Seconds()
+	return out
+}
+
+// attack runs one phase and summarises it; each answer is also handed to each, on the
+// phase's one collecting goroutine.
+func attack(ctx context.Context, name string, targeter vegeta.Targeter, cfg APIConfig, each func(*vegeta.Result)) PhaseResult {
+	out := PhaseResult{Name: name, StatusCodes: map[string]int{}}
+	seen := map[string]bool{}
+	a := Attack(ctx, AttackConfig{
+		Name: name, Targeter: targeter, Duration: cfg.Duration, Workers: cfg.Workers, Rate: cfg.Rate, OK: each,
+		Failed: func(r *vegeta.Result) {
+			msg := r.Error
+			if len(r.Body) > 0 {
+				msg += ": " + string(bytes.TrimSpace(r.Body[:min(len(r.Body), 300)]))
+			}
+			if !seen[msg] && len(out.ErrorSamples) < 5 {
+				seen[msg] = true
+				out.ErrorSamples = append(out.ErrorSamples, msg)
+			}
+		},
+	})
+	out.Requests, out.Succeeded, out.Errors = a.Requests, a.Succeeded, a.Requests-a.Succeeded
+	for code, n := range a.Codes {
+		out.StatusCodes[strconv.Itoa(code)] = n
+	}
+	out.CPUSeconds = a.CPU.Seconds()
 	if out.Requests > 0 {
 		out.CPUPerRequestUs = out.CPUSeconds * 1e6 / float64(out.Requests)
 	}
-	out.Seconds = last.Sub(first).Seconds()
+	out.Seconds = a.Seconds
 	if out.Seconds > 0 {
 		out.RequestsPerSec = float64(out.Succeeded) / out.Seconds
 	}
+	latencies := a.Latencies
 	slices.Sort(latencies)
 	ms := func(q float64) float64 {
 		if len(latencies) == 0 {
@@ -330,8 +343,8 @@ func warmUp(ctx context.Context, url string, body []byte, header http.Header) er
 	return nil
 }
 
-// statusID finds the "id" member of a job status answer without decoding all of it.
-func statusID(body []byte) string {
+// StatusID finds the "id" member of a job status answer without decoding all of it.
+func StatusID(body []byte) string {
 	const key = `"id":"`
 	i := bytes.Index(body, []byte(key))
 	if i < 0 {
@@ -358,8 +371,11 @@ func endOffsets(ctx context.Context, cl *kgo.Client, topic string) (int64, error
 	return sum, nil
 }
 
-// processCPU is the user and system CPU time this process has used.
-func processCPU() time.Duration {
+// ProcessCPU is the user and system CPU time of the whole process (every thread, so the
+// garbage collector's work counts too), as Python's time.process_time is. On a shared
+// machine CPU per unit of work is a steadier measure of cost than throughput, which
+// depends on how much of the cores the other jobs leave.
+func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

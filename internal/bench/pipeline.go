@@ -21,7 +21,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/internal/app"
-	"github.com/gonomaly/gonomaly/internal/broker"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
 	"github.com/gonomaly/gonomaly/processors"
@@ -81,23 +80,12 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := cluster.Config{Brokers: cfg.Brokers, Partitions: cfg.Partitions, Prefix: fmt.Sprintf("bench%d.", time.Now().UnixNano()), Logger: log}.WithDefaults()
-	if len(c.Brokers) == 0 {
-		b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: int(cfg.Partitions)})
-		if err != nil {
-			return PipelineResult{}, err
-		}
-		defer b.Close()
-		c.Brokers = []string{b.Addr()}
-	}
-	admCl, err := cluster.Connect(ctx, c, app.ConnectTimeout)
+	k, err := StartKafka(ctx, cluster.Config{Brokers: cfg.Brokers, Partitions: cfg.Partitions, Prefix: fmt.Sprintf("bench%d.", time.Now().UnixNano()), Logger: log})
 	if err != nil {
 		return PipelineResult{}, err
 	}
-	defer admCl.Close()
-	if err := c.EnsureLayout(ctx, admCl); err != nil {
-		return PipelineResult{}, err
-	}
+	defer k.Close()
+	c := k.Cluster
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)
 
 	dir, err := os.MkdirTemp("", "gonomaly-bench-")
@@ -156,7 +144,7 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (PipelineResult, error) {
 		groups = append(groups, app.GroupName(c.Prefix, cfg.Spec.Name, st))
 	}
 	readyCtx, readyCancel := context.WithTimeout(ctx, 60*time.Second)
-	err = cluster.WaitAssigned(readyCtx, kadm.NewClient(admCl), int(cfg.Partitions), groups...)
+	err = cluster.WaitAssigned(readyCtx, kadm.NewClient(k.Admin), int(cfg.Partitions), groups...)
 	readyCancel()
 	if err != nil {
 		return PipelineResult{}, err

@@ -9,90 +9,17 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/gonomaly/gonomaly/api"
-	"github.com/gonomaly/gonomaly/internal/app"
-	"github.com/gonomaly/gonomaly/internal/broker"
+	"github.com/gonomaly/gonomaly/internal/bench"
 	"github.com/gonomaly/gonomaly/internal/cluster"
-	"github.com/gonomaly/gonomaly/jobs"
 )
 
-// apiEnv is an embedded broker with the job system's topics, a job store and the HTTP
-// API serving on loopback, all in this process.
-type apiEnv struct {
-	cluster cluster.Config
-	store   *jobs.Store
-	base    string // http://127.0.0.1:port (routes under api.Prefix)
-	closers []func()
-}
-
-func (e *apiEnv) Close() {
-	for i := len(e.closers) - 1; i >= 0; i-- {
-		e.closers[i]()
-	}
-}
-
-// openStore opens a job store with its own producing client, as a separate API or
-// worker process would have.
-func openStore(ctx context.Context, c cluster.Config, clientID string) (*jobs.Store, func(), error) {
-	topics := jobs.TopicsFor(c)
-	cl, err := kgo.NewClient(append(api.ProducerOptions(topics), kgo.SeedBrokers(c.Brokers...), kgo.ClientID(clientID))...)
-	if err != nil {
-		return nil, nil, err
-	}
-	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	store, err := jobs.Open(openCtx, cl, topics, api.NewConsumerFunc(c.Brokers, kgo.ClientID(clientID+"-views")))
-	if err != nil {
-		cl.Close()
-		return nil, nil, err
-	}
-	return store, func() { store.Close(); cl.Close() }, nil
-}
-
-func startAPI(ctx context.Context, log *slog.Logger) (_ *apiEnv, err error) {
-	e := &apiEnv{}
-	defer func() {
-		if err != nil {
-			e.Close()
-		}
-	}()
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: 8})
-	if err != nil {
-		return nil, err
-	}
-	e.closers = append(e.closers, b.Close)
-	e.cluster = cluster.Config{Brokers: []string{b.Addr()}, Partitions: 8, Prefix: fmt.Sprintf("perfapi%d.", runSeq.Add(1)), Logger: log}.WithDefaults()
-	adm, err := cluster.Connect(ctx, e.cluster, app.ConnectTimeout)
-	if err != nil {
-		return nil, err
-	}
-	err = e.cluster.EnsureLayout(ctx, adm)
-	adm.Close()
-	if err != nil {
-		return nil, err
-	}
-	store, closeStore, err := openStore(ctx, e.cluster, "perf-api")
-	if err != nil {
-		return nil, err
-	}
-	e.closers = append(e.closers, closeStore)
-	e.store = store
-	srv, err := api.New(api.Config{Client: store.Client, Topics: api.Topics{Records: e.cluster.Topic("records")}, Jobs: store, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := api.Listen("127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	serveCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(serveCtx, ln) }()
-	e.closers = append(e.closers, func() { stop(); <-served })
-	e.base = "http://" + ln.Addr().String()
-	return e, nil
+// startAPI starts an embedded broker with the job system's topics, a job store and the
+// HTTP API serving on loopback, all in this process.
+func startAPI(ctx context.Context, log *slog.Logger) (*bench.APIEnv, error) {
+	return bench.StartAPI(ctx, bench.APIEnvConfig{
+		Cluster:  cluster.Config{Partitions: 8, Prefix: fmt.Sprintf("perfapi%d.", runSeq.Add(1)), Logger: log},
+		ClientID: "perf-api",
+	})
 }
 
 // detectJobs builds n small detect jobs, each rows×cols of seeded normal values with a

@@ -5,20 +5,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-)
 
-// processCPU is the user and system CPU time this process has used. On a shared machine
-// CPU per unit of work is a steadier measure of cost than throughput, which depends on
-// how much of the cores the other jobs leave.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/gonomaly/gonomaly/internal/bench"
+)
 
 // pidCPU is a live process's user and system CPU time from /proc/PID/stat (fields 14
 // and 15, in USER_HZ ticks, 100 a second on Linux); 0 when unreadable.
@@ -59,7 +49,7 @@ func (c *children) add(pid int) {
 
 // cpu is the CPU time of this process and its live children.
 func (c *children) cpu() time.Duration {
-	t := processCPU()
+	t := bench.ProcessCPU()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, pid := range c.pids {

@@ -19,6 +19,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/gonomaly/gonomaly/api"
+	"github.com/gonomaly/gonomaly/internal/bench"
 )
 
 // loadConns is the load generator's concurrency: requests in flight, each on its own
@@ -40,34 +41,20 @@ type phase struct {
 // attack drives one target at full speed (vegeta, loadConns workers) for d and
 // summarises the answers; only 2xx answers count as served.
 func attack(ctx context.Context, name string, d time.Duration, target vegeta.Targeter) phase {
-	a := vegeta.NewAttacker(vegeta.Workers(loadConns), vegeta.MaxWorkers(loadConns), vegeta.Connections(loadConns),
-		vegeta.KeepAlive(true), vegeta.Redirects(vegeta.NoFollow), vegeta.MaxBody(0))
-	stop := context.AfterFunc(ctx, func() { a.Stop() })
-	defer stop()
-	p := phase{Name: name, Codes: map[int]int{}}
-	var first, last time.Time
-	cpuStart := processCPU()
-	// A zero rate is vegeta's "as fast as the workers go".
-	for res := range a.Attack(target, vegeta.ConstantPacer{}, d, name) {
-		p.Requests++
-		p.Codes[int(res.Code)]++
-		if res.Code >= 200 && res.Code < 300 && res.Error == "" {
-			p.OK++
-			p.latencies = append(p.latencies, float64(res.Latency.Microseconds())/1000)
-		} else if p.ErrorSample == "" {
-			p.ErrorSample = fmt.Sprintf("%d %s", res.Code, res.Error)
-		}
-		if first.IsZero() || res.Timestamp.Before(first) {
-			first = res.Timestamp
-		}
-		if end := res.Timestamp.Add(res.Latency); end.After(last) {
-			last = end
-		}
+	p := phase{Name: name}
+	a := bench.Attack(ctx, bench.AttackConfig{Name: name, Targeter: target, Duration: d, Workers: loadConns,
+		Failed: func(res *vegeta.Result) {
+			if p.ErrorSample == "" {
+				p.ErrorSample = fmt.Sprintf("%d %s", res.Code, res.Error)
+			}
+		}})
+	p.Requests, p.OK, p.Codes, p.Seconds = a.Requests, a.Succeeded, a.Codes, a.Seconds
+	for _, l := range a.Latencies {
+		p.latencies = append(p.latencies, float64(l.Microseconds())/1000)
 	}
 	if p.Requests > 0 {
-		p.CPUPerRequestUs = float64((processCPU() - cpuStart).Microseconds()) / float64(p.Requests)
+		p.CPUPerRequestUs = float64(a.CPU.Microseconds()) / float64(p.Requests)
 	}
-	p.Seconds = last.Sub(first).Seconds()
 	if p.Seconds > 0 {
 		p.PerSec = float64(p.OK) / p.Seconds
 	}
@@ -112,7 +99,7 @@ func runLoad(ctx context.Context, r *run) error {
 			return err
 		}
 		defer env.Close()
-		base = env.base
+		base = env.Base
 		where = "an API started in this process (embedded broker, job store, no workers: submitted jobs stay queued), on loopback"
 	}
 	header := http.Header{"Content-Type": {"application/json"}}

@@ -31,8 +31,8 @@ type benchResult struct {
 	N           int
 }
 
-// bench runs fn with testing.Benchmark; units is how many units one op is.
-func bench(name string, units int, fn func(b *testing.B)) benchResult {
+// microBench runs fn with testing.Benchmark; units is how many units one op is.
+func microBench(name string, units int, fn func(b *testing.B)) benchResult {
 	res := testing.Benchmark(fn)
 	out := benchResult{Name: name, AllocsPerOp: res.AllocsPerOp(), BytesPerOp: res.AllocedBytesPerOp(), N: res.N}
 	if res.N > 0 {
@@ -94,7 +94,7 @@ func (ps pairSpec) run(rounds int) (pair, error) {
 			return pair{}, err
 		}
 		for i, sp := range specs {
-			res := bench(sp.name, sp.units, sp.fn)
+			res := microBench(sp.name, sp.units, sp.fn)
 			if res.N == 0 {
 				teardown()
 				return pair{}, fmt.Errorf("%s failed", sp.name)

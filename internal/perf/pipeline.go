@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/internal/app"
-	"github.com/gonomaly/gonomaly/internal/broker"
+	"github.com/gonomaly/gonomaly/internal/bench"
 	"github.com/gonomaly/gonomaly/internal/cluster"
 	"github.com/gonomaly/gonomaly/internal/spec"
 	"github.com/gonomaly/gonomaly/processors"
@@ -91,21 +91,12 @@ func runPipeline(ctx context.Context, cfg pipeConfig) (pipeResult, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", Partitions: int(cfg.Partitions)})
+	k, err := bench.StartKafka(ctx, cluster.Config{Partitions: cfg.Partitions, Prefix: fmt.Sprintf("perf%d.", runSeq.Add(1)), Logger: log})
 	if err != nil {
 		return pipeResult{}, err
 	}
-	defer b.Close()
-	c := cluster.Config{Brokers: []string{b.Addr()}, Partitions: cfg.Partitions,
-		Prefix: fmt.Sprintf("perf%d.", runSeq.Add(1)), Logger: log}.WithDefaults()
-	adm, err := cluster.Connect(ctx, c, app.ConnectTimeout)
-	if err != nil {
-		return pipeResult{}, err
-	}
-	defer adm.Close()
-	if err := c.EnsureLayout(ctx, adm); err != nil {
-		return pipeResult{}, err
-	}
+	defer k.Close()
+	c := k.Cluster
 	topics := processors.PipelineTopics(c.Prefix, cfg.Spec)
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -203,7 +194,7 @@ func runPipeline(ctx context.Context, cfg pipeConfig) (pipeResult, error) {
 		groups[i] = app.GroupName(c.Prefix, cfg.Spec.Name, st)
 	}
 	readyCtx, readyCancel := context.WithTimeout(ctx, 2*time.Minute)
-	err = waitAssigned(readyCtx, kadm.NewClient(adm), int(cfg.Partitions), errc, groups...)
+	err = waitAssigned(readyCtx, kadm.NewClient(k.Admin), int(cfg.Partitions), errc, groups...)
 	readyCancel()
 	if err != nil {
 		return pipeResult{}, err

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gonomaly/gonomaly/api"
+	"github.com/gonomaly/gonomaly/internal/bench"
 	"github.com/gonomaly/gonomaly/jobs"
 	"github.com/gonomaly/gonomaly/processors"
 )
@@ -84,17 +85,17 @@ func queueRun(ctx context.Context, r *run, workers, nAlone, nJobs, rows int) (qu
 		return queueResult{}, err
 	}
 	defer env.Close()
-	c := env.cluster
+	c := env.Kafka.Cluster
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }() // workers stop before their stores and the broker close
 	errc := make(chan error, workers)
 	for i := range workers {
-		store, closeStore, err := openStore(ctx, c, fmt.Sprintf("perf-worker-%d", i))
+		store, closeStore, err := bench.OpenStore(ctx, c, fmt.Sprintf("perf-worker-%d", i))
 		if err != nil {
 			return queueResult{}, err
 		}
-		env.closers = append(env.closers, closeStore)
+		env.Defer(closeStore)
 		w, err := processors.NewWorker(processors.WorkerConfig{
 			Store: store, Types: []jobs.Type{jobs.Detect}, Executors: processors.JobExecutors(),
 			Group: processors.WorkerGroup(c.Prefix), ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...)},
@@ -109,13 +110,8 @@ func queueRun(ctx context.Context, r *run, workers, nAlone, nJobs, rows int) (qu
 			}
 		})
 	}
-	adm, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
-	if err != nil {
-		return queueResult{}, err
-	}
-	defer adm.Close()
 	readyCtx, readyCancel := context.WithTimeout(ctx, 2*time.Minute)
-	err = waitAssigned(readyCtx, kadm.NewClient(adm), int(c.Partitions), errc, processors.WorkerGroup(c.Prefix))
+	err = waitAssigned(readyCtx, kadm.NewClient(env.Kafka.Admin), int(c.Partitions), errc, processors.WorkerGroup(c.Prefix))
 	readyCancel()
 	if err != nil {
 		return queueResult{}, err
@@ -124,11 +120,11 @@ func queueRun(ctx context.Context, r *run, workers, nAlone, nJobs, rows int) (qu
 	client := httpClient(8)
 	var alone []float64
 	for i, body := range detectJobs(nAlone, rows, 3, 1000+uint64(workers)) {
-		id, err := submitJob(ctx, client, env.base+api.Prefix+"/jobs", "", body)
+		id, err := submitJob(ctx, client, env.Base+api.Prefix+"/jobs", "", body)
 		if err != nil {
 			return queueResult{}, err
 		}
-		sts, err := waitJobs(ctx, env.store, []string{id}, errc)
+		sts, err := waitJobs(ctx, env.Store, []string{id}, errc)
 		if err != nil {
 			return queueResult{}, fmt.Errorf("job %d of %d submitted alone: %w", i+1, nAlone, err)
 		}
@@ -137,9 +133,9 @@ func queueRun(ctx context.Context, r *run, workers, nAlone, nJobs, rows int) (qu
 
 	bodies := detectJobs(nJobs, rows, 3, uint64(workers))
 	ids := make([]string, nJobs)
-	submitStart, cpuStart := time.Now(), processCPU()
+	submitStart, cpuStart := time.Now(), bench.ProcessCPU()
 	if err := parallel(ctx, 8, nJobs, func(i int) error {
-		id, err := submitJob(ctx, client, env.base+api.Prefix+"/jobs", "", bodies[i])
+		id, err := submitJob(ctx, client, env.Base+api.Prefix+"/jobs", "", bodies[i])
 		ids[i] = id
 		return err
 	}); err != nil {
@@ -147,11 +143,11 @@ func queueRun(ctx context.Context, r *run, workers, nAlone, nJobs, rows int) (qu
 	}
 	submitted := time.Since(submitStart)
 
-	statuses, err := waitJobs(ctx, env.store, ids, errc)
+	statuses, err := waitJobs(ctx, env.Store, ids, errc)
 	if err != nil {
 		return queueResult{}, err
 	}
-	cpu := processCPU() - cpuStart
+	cpu := bench.ProcessCPU() - cpuStart
 	res := queueResult{Workers: workers, Jobs: nJobs, SubmitPerSec: float64(nJobs) / submitted.Seconds(),
 		CPUPerJobUs: float64(cpu.Microseconds()) / float64(nJobs), Alone: Summarize(alone)}
 	var first, last time.Time
@@ -270,24 +266,9 @@ func submitJob(ctx context.Context, client *http.Client, url, key string, body [
 	if resp.StatusCode != http.StatusAccepted {
 		return "", fmt.Errorf("submit: %s: %s", resp.Status, bytes.TrimSpace(data[:min(len(data), 300)]))
 	}
-	id := statusID(data)
+	id := bench.StatusID(data)
 	if id == "" {
 		return "", fmt.Errorf("submit: no job id in %s", bytes.TrimSpace(data[:min(len(data), 300)]))
 	}
 	return id, nil
-}
-
-// statusID finds the "id" member of a job status answer without decoding all of it.
-func statusID(body []byte) string {
-	const key = `"id":"`
-	i := bytes.Index(body, []byte(key))
-	if i < 0 {
-		return ""
-	}
-	rest := body[i+len(key):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 {
-		return ""
-	}
-	return string(rest[:j])
 }
