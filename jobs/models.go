@@ -129,6 +129,11 @@ var publishMu sync.Mutex
 // refuses. A model whose encoding is larger than the models topic takes is an error
 // wrapping ErrModelTooLarge.
 //
+// A job publishes a model once: when a version of the name already carries m.JobID (an
+// attempt that died after publishing, before its outcome was recorded, and the job ran
+// again), that version is returned and nothing is written, so a re-run job leaves no
+// second version behind. Models without a JobID are always published.
+//
 // Versions are unique within a process; publishers in different processes that pick the
 // same number are detected afterwards (the later record wins in every view), and the
 // one that lost publishes again under the next number. Kafka failures are marked
@@ -162,6 +167,9 @@ func (s *Store) PublishModel(ctx context.Context, m Model) (Model, error) {
 		if err := s.Models.Sync(ctx); err != nil {
 			return Model{}, Transient(err)
 		}
+		if prior, ok := s.publishedBy(m.Name, m.JobID); ok {
+			return prior, nil
+		}
 		m.Version = 1
 		if latest, ok := s.Models.Latest(m.Name); ok {
 			m.Version = latest.Version + 1
@@ -193,6 +201,19 @@ func (s *Store) PublishModel(ctx context.Context, m Model) (Model, error) {
 		}
 	}
 	return Model{}, Transient(fmt.Errorf("publish model %s: %d other publishers took the version numbers first", m.Name, attempts))
+}
+
+// publishedBy finds the version of a model that a job published, if any.
+func (s *Store) publishedBy(name, jobID string) (Model, bool) {
+	if jobID == "" {
+		return Model{}, false
+	}
+	for _, m := range s.Models.Versions(name) {
+		if m.JobID == jobID {
+			return m, true
+		}
+	}
+	return Model{}, false
 }
 
 func tooLarge(name string, size, limit int) error {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,10 +61,13 @@ func (e *modelEnv) open(t *testing.T, cl *kgo.Client) *jobs.Store {
 	return s
 }
 
+// testModelJob numbers the jobs of testModel: each model comes from a job of its own.
+var testModelJob atomic.Int64
+
 func testModel(name string, snapshot []byte) jobs.Model {
 	return jobs.Model{
 		Name: name, Algorithm: "iforest", Params: detectors.Params{"trees": 10}, Seed: 7,
-		Columns: []string{"cpu", "mem"}, Threshold: 0.61, JobID: "job_x",
+		Columns: []string{"cpu", "mem"}, Threshold: 0.61, JobID: fmt.Sprintf("job_%s_%d", name, testModelJob.Add(1)),
 		Metrics:  map[string]float64{"roc_auc": 0.93, "undefined": math.NaN()},
 		Snapshot: snapshot,
 	}
@@ -132,6 +137,41 @@ func TestPublishModelNumbersVersionsAndEveryReaderSeesThem(t *testing.T) {
 	// A new version published by the restarted process continues the numbering.
 	if m, err := other.PublishModel(ctx, testModel("cpu", nil)); err != nil || m.Version != 4 {
 		t.Fatalf("publish from a second process: version %d, %v", m.Version, err)
+	}
+}
+
+// A job that runs again after an attempt published its model (and died before recording
+// the outcome) gets that version back: no second version of the same job.
+func TestPublishModelOncePerJob(t *testing.T) {
+	env := newModelEnv(t)
+	ctx := context.Background()
+	m := testModel("disk", []byte{1})
+	first, err := env.store.PublishModel(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := env.store.PublishModel(ctx, testModel("disk", []byte{2}))
+	if err != nil || other.Version != 2 {
+		t.Fatalf("another job's model: version %d, %v; want 2", other.Version, err)
+	}
+	// The re-run, in another process (a new worker), with a refitted snapshot.
+	m.Snapshot = []byte{3}
+	again, err := env.open(t, testkit.Client(t, env.brokers)).PublishModel(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Version != first.Version || !bytes.Equal(again.Snapshot, []byte{1}) {
+		t.Fatalf("re-run of job %s published version %d (snapshot %v), want version %d as first published", m.JobID, again.Version, again.Snapshot, first.Version)
+	}
+	if vs := env.store.Models.Versions("disk"); len(vs) != 2 {
+		t.Fatalf("%d versions of disk, want 2", len(vs))
+	}
+	// Without a job id every publication is a new version.
+	m.JobID = ""
+	for want := 3; want <= 4; want++ {
+		if got, err := env.store.PublishModel(ctx, m); err != nil || got.Version != want {
+			t.Fatalf("a model without a job id: version %d, %v; want %d", got.Version, err, want)
+		}
 	}
 }
 

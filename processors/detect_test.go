@@ -246,6 +246,7 @@ func TestDetectStageHotSwapsTrainedModels(t *testing.T) {
 	// A version that cannot be restored is skipped: the stage keeps scoring with version 2.
 	broken := m1
 	broken.Snapshot = []byte("not a forest")
+	broken.JobID = "job_broken" // another job: a job publishes its model once
 	if _, err := env.store.PublishModel(context.Background(), broken); err != nil {
 		t.Fatal(err)
 	}
