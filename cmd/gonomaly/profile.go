@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -76,15 +75,9 @@ func cmdProfile(ctx context.Context, args []string, env *environment) error {
 // profileURL is the pprof endpoint of kind under target (a host:port, a base URL, or
 // any URL under /debug/pprof/).
 func profileURL(target, kind string, seconds int) (string, error) {
-	if !strings.Contains(target, "://") {
-		target = "http://" + target
-	}
-	u, err := url.Parse(target)
+	u, err := perf.ParseHTTPAddr(target)
 	if err != nil {
 		return "", err
-	}
-	if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("%q is not an http(s) address", target)
 	}
 	base, _, _ := strings.Cut(u.Path, "/debug/pprof")
 	u.Path = strings.TrimSuffix(base, "/") + "/debug/pprof/" + map[string]string{"cpu": "profile", "heap": "heap"}[kind]

@@ -62,18 +62,28 @@ func attack(ctx context.Context, name string, d time.Duration, target vegeta.Tar
 	return p
 }
 
-// APIBase turns --api-url into the server's root: http://host:port, with or without
-// /api/v1.
-func APIBase(raw string) (string, error) {
+// ParseHTTPAddr reads a flag that names a server as host:port or as an http(s) URL
+// (gonomaly perf --api-url, gonomaly profile --target).
+func ParseHTTPAddr(raw string) (*url.URL, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("%q is not an http(s) address", raw)
+		return nil, fmt.Errorf("%q is not an http(s) address", raw)
+	}
+	return u, nil
+}
+
+// APIBase turns --api-url into the server's root: http://host:port, with or without
+// /api/v1.
+func APIBase(raw string) (string, error) {
+	u, err := ParseHTTPAddr(raw)
+	if err != nil {
+		return "", err
 	}
 	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), api.Prefix)
 	u.RawQuery, u.Fragment = "", ""
