@@ -157,8 +157,11 @@ func (v *StatusView) Sync(ctx context.Context) error { return v.t.sync(ctx) }
 
 func (v *StatusView) close() { v.t.close() }
 
-// statusRecord is a status as it goes to jobs.status.
-func (s *Store) statusRecord(st Status) (*kgo.Record, error) {
+// StatusRecord is a status as PublishStatus writes it to jobs.status (PublishStatus
+// stamps UpdatedAt first). A writer that produces it itself, as an exactly-once job
+// worker does inside a transaction, applies it to its view (StatusView.Apply) once the
+// write is acknowledged or committed.
+func (s *Store) StatusRecord(st Status) (*kgo.Record, error) {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status of job %s: %w", st.ID, err)
@@ -170,7 +173,7 @@ func (s *Store) statusRecord(st Status) (*kgo.Record, error) {
 // it to this process's view.
 func (s *Store) PublishStatus(ctx context.Context, st Status) error {
 	st.UpdatedAt = time.Now().UTC()
-	rec, err := s.statusRecord(st)
+	rec, err := s.StatusRecord(st)
 	if err != nil {
 		return err
 	}
@@ -195,7 +198,7 @@ func (s *Store) Repair(ctx context.Context) (int, error) {
 	s.Statuses.mu.RUnlock()
 	var errs []error
 	for _, st := range todo {
-		rec, err := s.statusRecord(st) // as it was: UpdatedAt says when the job ended
+		rec, err := s.StatusRecord(st) // as it was: UpdatedAt says when the job ended
 		if err == nil {
 			err = s.Client.ProduceSync(ctx, rec).FirstErr()
 		}
@@ -234,7 +237,7 @@ func (s *Store) Submit(ctx context.Context, job Job) (Status, error) {
 		ID: job.ID, Type: job.Type, State: Queued, SubmittedAt: job.SubmittedAt,
 		UpdatedAt: job.SubmittedAt, Job: job.WithoutRows(),
 	}
-	srec, err := s.statusRecord(st)
+	srec, err := s.StatusRecord(st)
 	if err != nil {
 		return Status{}, err
 	}

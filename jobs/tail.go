@@ -37,7 +37,10 @@ type tail struct {
 // startTail starts consuming topic from its start. apply runs on the tail's goroutine,
 // one record at a time.
 func startTail(newConsumer NewConsumer, topic string, apply func(*kgo.Record)) (*tail, error) {
-	cl, err := newConsumer(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	// Control records (the markers that end transactions: exactly-once job workers write
+	// terminal statuses in transactions) are kept only to count their offsets: a marker
+	// may be a partition's last offset, and sync waits for the offset before the end.
+	cl, err := newConsumer(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s: %w", topic, err)
 	}
@@ -69,7 +72,9 @@ func (t *tail) run(ctx context.Context) {
 		}
 		moved := map[int32]int64{}
 		fetches.EachRecord(func(r *kgo.Record) {
-			t.apply(r)
+			if !r.Attrs.IsControl() {
+				t.apply(r)
+			}
 			moved[r.Partition] = r.Offset + 1
 		})
 		if len(moved) == 0 {

@@ -13,11 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gonomaly/gonomaly/jobs"
 )
@@ -57,6 +59,23 @@ type WorkerConfig struct {
 	// RepairInterval is how often Store.Repair runs; default 30s.
 	RepairInterval time.Duration
 
+	// ExactlyOnce ends each job in a Kafka transaction: its terminal status and the
+	// offset commit it allows are written together or not at all (docs/exactly-once.md,
+	// "Job workers"). The broker must support transactions, and the Store's views should
+	// read committed (api.NewConsumerFunc does).
+	ExactlyOnce bool
+	// TransactionalID is the worker's transactional id in exactly-once mode; default
+	// "gonomaly-" + Group + "-" + ID, unique per worker process with the default ID. A
+	// worker that starts with the transactional id of another fences it: that one's
+	// transactions fail and it stops (Run returns an error). A stable ID (a
+	// StatefulSet's pod name) lets a restarted worker abort at once what its killed
+	// predecessor left open.
+	TransactionalID string
+	// TransactionTimeout is after how long the broker aborts a transaction of a worker
+	// that died inside it; until then read_committed readers of that jobs.status
+	// partition are held back. Default 10s.
+	TransactionTimeout time.Duration
+
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -68,6 +87,7 @@ const (
 	DefaultWatchInterval    = 200 * time.Millisecond
 	DefaultProgressInterval = 250 * time.Millisecond
 	DefaultRepairInterval   = 30 * time.Second
+	DefaultWorkerTxnTimeout = 10 * time.Second
 )
 
 // Worker runs jobs from the queue topics as a member of the workers' consumer group.
@@ -84,6 +104,9 @@ const (
 // A rebalance does not stop running jobs: the new owner of a partition that finds a
 // job running on a worker that is still a group member waits for its outcome instead
 // of running it too, and takes it over only if that worker leaves the group.
+//
+// With ExactlyOnce, a job's terminal status and the commit of the offsets it completes
+// are written in one transaction (see completeTxn).
 type Worker struct {
 	cfg     WorkerConfig
 	store   *jobs.Store
@@ -98,7 +121,14 @@ type Worker struct {
 	cl      *kgo.Client
 	adm     *kadm.Client
 	ctx     context.Context // Run's: cancelled at shutdown
-	running sync.WaitGroup  // the goroutines of fetched jobs
+	stop    context.CancelCauseFunc
+	running sync.WaitGroup // the goroutines of fetched jobs
+
+	// Exactly-once mode: the consumer's session, and txnMu, held by a transaction and by
+	// a poll (the session is not to poll while a transaction begins or ends).
+	sess   *kgo.GroupTransactSession
+	txnMu  sync.Mutex
+	killed atomic.Bool // test hook: the worker died, it writes nothing more
 
 	mu     sync.Mutex
 	parts  map[topicPartition]*partitionQueue // owned partitions
@@ -174,6 +204,10 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	setDefault(&w.cfg.WatchInterval, DefaultWatchInterval)
 	setDefault(&w.cfg.ProgressInterval, DefaultProgressInterval)
 	setDefault(&w.cfg.RepairInterval, DefaultRepairInterval)
+	setDefault(&w.cfg.TransactionTimeout, DefaultWorkerTxnTimeout)
+	if w.cfg.ExactlyOnce && w.cfg.TransactionalID == "" {
+		w.cfg.TransactionalID = "gonomaly-" + w.cfg.Group + "-" + w.cfg.ID
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -218,8 +252,13 @@ const pollWait = 500 * time.Millisecond
 // fetching, stops the running jobs without recording an outcome (they go back to the
 // queue for the next owner of their partition), commits what finished, and leaves the
 // group.
+//
+// In exactly-once mode it also returns an error when a transaction cannot begin (its
+// producer was fenced by another process with the same transactional id).
 func (w *Worker) Run(ctx context.Context) error {
-	w.ctx = ctx
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	ctx, w.ctx, w.stop = runCtx, runCtx, stop
 	w.parts, w.active = map[topicPartition]*partitionQueue{}, map[string]*activeJob{}
 	opts := append(slices.Clone(w.cfg.ClientOpts),
 		kgo.ClientID(w.cfg.ID),
@@ -229,18 +268,34 @@ func (w *Worker) Run(ctx context.Context) error {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(time.Second),
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
 		kgo.OnPartitionsLost(w.lost),
 		kgo.FetchMaxWait(pollWait),
 	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("worker: kafka client: %w", err)
+	var cl *kgo.Client
+	if w.cfg.ExactlyOnce {
+		// The session wraps the revoke and lost callbacks: after a revocation (or a lost
+		// partition) its next transaction aborts; it calls them only for the first
+		// revocation between two transactions (see assigned).
+		sess, err := kgo.NewGroupTransactSession(append(opts,
+			kgo.TransactionalID(w.cfg.TransactionalID),
+			kgo.TransactionTimeout(w.cfg.TransactionTimeout),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.RequireStableFetchOffsets(),
+		)...)
+		if err != nil {
+			return fmt.Errorf("worker: kafka transactional session: %w", err)
+		}
+		w.sess, cl = sess, sess.Client()
+	} else {
+		var err error
+		if cl, err = kgo.NewClient(append(opts, kgo.AutoCommitInterval(time.Second))...); err != nil {
+			return fmt.Errorf("worker: kafka client: %w", err)
+		}
 	}
 	w.cl, w.adm = cl, kadm.NewClient(cl)
-	w.log.Info("worker started", "group", w.cfg.Group, "queues", w.topics, "concurrency", w.cfg.Concurrency)
+	w.log.Info("worker started", "group", w.cfg.Group, "queues", w.topics, "concurrency", w.cfg.Concurrency, "exactly_once", w.cfg.ExactlyOnce)
 
 	repairDone := make(chan struct{})
 	go w.repairLoop(ctx, repairDone)
@@ -250,9 +305,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if n == 0 {
 			break
 		}
-		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
-		fetches := cl.PollRecords(pollCtx, n)
-		cancel()
+		fetches := w.poll(ctx, n)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			w.releaseSlots(n)
 			cl.AllowRebalance()
@@ -271,14 +324,47 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Shutdown: the jobs' contexts derive from ctx, so they are stopping already.
 	w.running.Wait()
 	<-repairDone
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := cl.CommitMarkedOffsets(closeCtx); err != nil {
-		w.log.Warn("final commit failed", "err", err)
+	if w.killed.Load() {
+		return nil
+	}
+	if w.sess == nil { // exactly-once: every commit was in a job's transaction
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := cl.CommitMarkedOffsets(closeCtx); err != nil {
+			w.log.Warn("final commit failed", "err", err)
+		}
 	}
 	cl.CloseAllowingRebalance()
+	if err := context.Cause(ctx); errors.Is(err, errTxnFailed) {
+		w.log.Error("worker stopped", "err", err)
+		return err
+	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// poll fetches up to n jobs, for at most pollWait. In exactly-once mode no
+// transaction begins or ends meanwhile.
+func (w *Worker) poll(ctx context.Context, n int) kgo.Fetches {
+	pollCtx, cancel := context.WithTimeout(ctx, pollWait)
+	defer cancel()
+	if w.sess != nil {
+		w.txnMu.Lock()
+		defer w.txnMu.Unlock()
+	}
+	return w.cl.PollRecords(pollCtx, n)
+}
+
+// errTxnFailed stops an exactly-once worker whose transactions cannot begin.
+var errTxnFailed = errors.New("worker: transactions failed")
+
+// kill stops the worker as a crash would (a test hook): its client leaves the group,
+// its jobs stop, and nothing more is written, neither a job's return to the queue nor
+// an outcome or an offset.
+func (w *Worker) kill() {
+	w.killed.Store(true)
+	w.cl.CloseAllowingRebalance()
+	w.stop(errors.New("killed"))
 }
 
 // reserveSlots takes every free slot, waiting for one when none is free, and returns
@@ -331,10 +417,10 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 	defer w.mu.Unlock()
 	for topic, parts := range assigned {
 		for _, p := range parts {
-			tp := topicPartition{topic, p}
-			if w.parts[tp] == nil {
-				w.parts[tp] = &partitionQueue{}
-			}
+			// A fresh queue even if one is left: in exactly-once mode the session
+			// calls revoked only for the first revocation between two transactions,
+			// so a partition revoked and assigned again may not have been forgotten.
+			w.parts[topicPartition{topic, p}] = &partitionQueue{}
 		}
 		w.log.Debug("partitions assigned", "topic", topic, "partitions", parts)
 	}
@@ -345,6 +431,9 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 // running jobs keep running: the new owner awaits their outcome (see Worker).
 func (w *Worker) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	w.forget(revoked)
+	if w.cfg.ExactlyOnce || w.killed.Load() { // nothing is marked outside a transaction
+		return
+	}
 	if err := cl.CommitMarkedOffsets(ctx); err != nil {
 		w.log.Warn("commit on revoke failed", "err", err)
 	}
@@ -416,6 +505,9 @@ func (w *Worker) failUndecodable(aj *activeJob) {
 		if st, ok := w.store.Statuses.Get(aj.id); ok && !st.State.Terminal() {
 			st.State, st.FinishedAt = jobs.Failed, time.Now().UTC()
 			st.Error = &jobs.Error{Message: "the job's queue record cannot be decoded"}
+			if w.sess != nil && w.completeTxn(aj, &st, true) {
+				return
+			}
 			if err := w.store.PublishStatus(w.ctx, st); err != nil {
 				return // uncommitted: the next owner tries again
 			}
@@ -426,27 +518,12 @@ func (w *Worker) failUndecodable(aj *activeJob) {
 
 // complete marks a job's records done and commits every partition's done prefix.
 func (w *Worker) complete(aj *activeJob) {
-	w.mu.Lock()
-	var marks []*kgo.Record
-	for _, pos := range aj.positions {
-		pos.done = true
-		if w.parts[pos.tp] != pos.part { // revoked: not ours to commit
-			continue
-		}
-		var last *kgo.Record
-		for len(pos.part.pending) > 0 && pos.part.pending[0].done {
-			last = pos.part.pending[0].rec
-			pos.part.pending = pos.part.pending[1:]
-		}
-		if last != nil {
-			marks = append(marks, last)
-		}
+	if w.sess != nil {
+		w.completeTxn(aj, nil, true)
+		return
 	}
-	if w.active[aj.id] == aj {
-		delete(w.active, aj.id)
-	}
-	w.mu.Unlock()
-	if len(marks) == 0 {
+	marks := w.settle(aj, true)
+	if len(marks) == 0 || w.killed.Load() {
 		return
 	}
 	w.cl.MarkCommitRecords(marks...)
@@ -455,6 +532,113 @@ func (w *Worker) complete(aj *activeJob) {
 	if err := w.cl.CommitMarkedOffsets(ctx); err != nil {
 		w.log.Warn("commit failed; it is retried within a second", "err", err) // AutoCommitMarks
 	}
+}
+
+// settle marks a job's records done and returns, per partition it still owns, the
+// last record of the done prefix it can commit now. forget ends the job here; until
+// then a record of it fetched again joins it (and a later settle).
+func (w *Worker) settle(aj *activeJob, forget bool) []*kgo.Record {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if forget && w.active[aj.id] == aj {
+		delete(w.active, aj.id)
+	}
+	var marks []*kgo.Record
+	for _, pos := range aj.positions {
+		if pos.done {
+			continue
+		}
+		pos.done = true
+		if w.parts[pos.tp] != pos.part { // revoked: not ours to commit
+			continue
+		}
+		var last *kgo.Record
+		for len(pos.part.pending) > 0 && pos.part.pending[0].done {
+			// A transaction that aborted rewinds the consumer to the committed
+			// offsets, so the queue can hold a record twice: commit the highest.
+			if rec := pos.part.pending[0].rec; last == nil || rec.Offset > last.Offset {
+				last = rec
+			}
+			pos.part.pending = pos.part.pending[1:]
+		}
+		if last != nil {
+			marks = append(marks, last)
+		}
+	}
+	return marks
+}
+
+// completeTxn is complete in exactly-once mode: in one transaction, it writes the
+// job's terminal status st (if not nil) and commits every partition's done prefix. It
+// reports whether st was written. When the transaction aborts (a rebalance since the
+// previous one, or a failed write), the session rewinds to the committed offsets: the
+// job's record is fetched again if the partition is still ours, and skipped then as
+// ended (if its status was written after all, see record), which commits it.
+func (w *Worker) completeTxn(aj *activeJob, st *jobs.Status, forget bool) (written bool) {
+	marks := w.settle(aj, forget)
+	if (st == nil && len(marks) == 0) || w.killed.Load() {
+		return false
+	}
+	w.txnMu.Lock()
+	defer w.txnMu.Unlock()
+	if w.ctx.Err() != nil && st == nil {
+		return false // stopping: the next owner commits it
+	}
+	if err := w.sess.Begin(); err != nil {
+		w.log.Error("transaction cannot begin; stopping the worker", "err", err)
+		w.stop(fmt.Errorf("%w: %w", errTxnFailed, err))
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.cfg.TransactionTimeout+10*time.Second)
+	defer cancel()
+	try := kgo.TryCommit
+	if st != nil {
+		st.UpdatedAt = time.Now().UTC()
+		rec, err := w.store.StatusRecord(*st)
+		if err == nil {
+			err = w.sess.ProduceSync(ctx, rec).FirstErr()
+		}
+		if err != nil {
+			w.log.Warn("job status not written in its transaction; aborting it", "job", st.ID, "err", err)
+			try = kgo.TryAbort
+		}
+	}
+	w.cl.MarkCommitRecords(marks...)
+	// The session commits every polled offset; the worker only what it marked: the done
+	// prefixes. Marked partitions are a subset of the polled ones.
+	marked := w.cl.MarkedOffsets()
+	onlyMarked := func(req *kmsg.TxnOffsetCommitRequest) error {
+		topics := req.Topics[:0]
+		for _, t := range req.Topics {
+			parts := t.Partitions[:0]
+			for _, p := range t.Partitions {
+				if o, ok := marked[t.Topic][p.Partition]; ok {
+					p.Offset, p.LeaderEpoch = o.Offset, o.Epoch
+					parts = append(parts, p)
+				}
+			}
+			if t.Partitions = parts; len(parts) > 0 {
+				topics = append(topics, t)
+			}
+		}
+		req.Topics = topics
+		return nil
+	}
+	committed, err := w.sess.End(kgo.PreTxnCommitFnContext(ctx, onlyMarked), try)
+	switch {
+	case err != nil:
+		w.log.Warn("transaction failed", "err", err)
+		w.metrics.txns.WithLabelValues("failed").Inc()
+	case !committed:
+		w.log.Info("transaction aborted (a rebalance since the previous one, or a failed write)")
+		w.metrics.txns.WithLabelValues("aborted").Inc()
+	default:
+		w.metrics.txns.WithLabelValues("committed").Inc()
+	}
+	if committed && st != nil {
+		w.store.Statuses.Apply(*st)
+	}
+	return committed && st != nil
 }
 
 // abandon forgets a job without committing it: the worker is stopping.
@@ -521,7 +705,7 @@ func (w *Worker) handle(aj *activeJob, job jobs.Job, typ jobs.Type) {
 		holding = true
 		log.Info("taking the job over: its worker left the group", "from", st.Worker)
 	}
-	if w.run(job, typ, log) {
+	if w.run(aj, job, typ, log) {
 		w.complete(aj)
 	} else {
 		w.abandon(aj)
@@ -584,6 +768,7 @@ func (w *Worker) isMember(id string) bool {
 // views keep) and the context its attempts run under.
 type jobRun struct {
 	w   *Worker
+	aj  *activeJob
 	job jobs.Job
 	log *slog.Logger
 
@@ -603,14 +788,14 @@ type jobRun struct {
 // run runs a job's attempts on this worker and records the outcome. It returns false
 // when the worker stopped first (then only the job's return to the queue is recorded,
 // and the job stays uncommitted) or another worker took the job over.
-func (w *Worker) run(job jobs.Job, queue jobs.Type, log *slog.Logger) bool {
+func (w *Worker) run(aj *activeJob, job jobs.Job, queue jobs.Type, log *slog.Logger) bool {
 	start := time.Now()
 	typ := string(queue)
 	w.metrics.started.WithLabelValues(typ).Inc()
 	w.metrics.running.WithLabelValues(typ).Inc()
 	defer w.metrics.running.WithLabelValues(typ).Dec()
 
-	r := &jobRun{w: w, job: job, log: log}
+	r := &jobRun{w: w, aj: aj, job: job, log: log}
 	r.ctx, r.cancel = context.WithCancelCause(w.ctx)
 	r.st = w.current(job)
 	prev := r.st
@@ -822,9 +1007,18 @@ func (w *Worker) current(job jobs.Job) jobs.Status {
 // state recorded; the job's offset is committed after. If the job already ended
 // elsewhere (cancelled while queued, as this worker took it), that end is written
 // again instead, so the topic's latest record agrees with every view.
+//
+// In exactly-once mode the first write is in a transaction that also commits the job's
+// offset (completeTxn). If that transaction does not commit, the status is written as
+// in the default mode, and the offset is left to a later transaction or to the
+// partition's next owner, which skips the ended job.
 func (w *Worker) record(r *jobRun, state jobs.State, jerr *jobs.Error, summary *jobs.Summary, msg string) jobs.State {
 	backoff := w.cfg.RetryBackoff
+	txn := w.sess != nil
 	for {
+		if w.killed.Load() {
+			return state
+		}
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 30*time.Second)
 		err := w.store.Statuses.Sync(ctx)
 		var st jobs.Status
@@ -840,6 +1034,15 @@ func (w *Worker) record(r *jobRun, state jobs.State, jerr *jobs.Error, summary *
 					st.Progress = 1
 				}
 				st.CancelRequested = st.CancelRequested || v.CancelRequested
+			}
+			if txn {
+				txn = false
+				// The job stays active here (handle ends it): a record of it fetched
+				// again meanwhile joins it instead of running it again.
+				if w.completeTxn(r.aj, &st, false) || w.killed.Load() {
+					cancel()
+					return st.State
+				}
 			}
 			err = w.store.PublishStatus(ctx, st)
 		}
@@ -874,7 +1077,7 @@ func (w *Worker) release(r *jobRun) bool {
 	st.State, st.Worker, st.Attempt, st.Progress = jobs.Queued, "", attempt-1, 0
 	st.Message = fmt.Sprintf("back in the queue: worker %s stopped during attempt %d", w.cfg.ID, attempt)
 	v, _ := w.store.Statuses.Get(st.ID)
-	if !v.State.Terminal() {
+	if !v.State.Terminal() && !w.killed.Load() {
 		st.CancelRequested = st.CancelRequested || v.CancelRequested
 		if err := w.store.PublishStatus(ctx, st); err != nil {
 			r.log.Warn("job not marked as back in the queue", "err", err)
@@ -915,6 +1118,7 @@ type workerMetrics struct {
 	duration   *prometheus.HistogramVec
 	panics     prometheus.Counter
 	partitions prometheus.Gauge
+	txns       *prometheus.CounterVec
 }
 
 func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
@@ -938,11 +1142,13 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 			Name: "gonomaly_worker_executor_panics_total", Help: "Job executor panics recovered (each failed its job)."}),
 		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gonomaly_worker_assigned_partitions", Help: "Queue partitions assigned to this worker."}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gonomaly_worker_transactions_total", Help: "Exactly-once mode: transactions that ended jobs, by result (committed, aborted, failed)."}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.started, m.finished, m.retries, m.released, m.skipped, m.running, m.duration, m.panics, m.partitions} {
+	for _, c := range []prometheus.Collector{m.started, m.finished, m.retries, m.released, m.skipped, m.running, m.duration, m.panics, m.partitions, m.txns} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("worker: registering metrics: %w", err)
 		}

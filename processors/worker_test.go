@@ -2,8 +2,10 @@ package processors_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +30,17 @@ type jobsFixture struct {
 	topics  jobs.Topics
 	group   string
 	api     *jobs.Store
+	// readCommitted: the stores' views read jobs.status read_committed, as
+	// api.NewConsumerFunc's do (exactly-once workers write statuses in transactions).
+	readCommitted bool
 }
 
 func newJobsFixture(t *testing.T) *jobsFixture {
+	t.Helper()
+	return newJobsFixtureWith(t, false)
+}
+
+func newJobsFixtureWith(t *testing.T, readCommitted bool) *jobsFixture {
 	t.Helper()
 	// Registered first, so it runs last: after every worker, store and the broker
 	// stopped, nothing the test started may be left running.
@@ -43,7 +53,7 @@ func newJobsFixture(t *testing.T) *jobsFixture {
 	if err := cfg.EnsureLayout(ctx, testkit.Client(t, brokers)); err != nil {
 		t.Fatal(err)
 	}
-	f := &jobsFixture{brokers: brokers, topics: jobs.TopicsFor(cfg), group: processors.WorkerGroup(cfg.Prefix)}
+	f := &jobsFixture{brokers: brokers, topics: jobs.TopicsFor(cfg), group: processors.WorkerGroup(cfg.Prefix), readCommitted: readCommitted}
 	f.api = f.openStore(t)
 	return f
 }
@@ -52,8 +62,12 @@ func (f *jobsFixture) openStore(t *testing.T) *jobs.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	base := []kgo.Opt{kgo.SeedBrokers(f.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)}
+	if f.readCommitted {
+		base = append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
 	newConsumer := func(opts ...kgo.Opt) (*kgo.Client, error) {
-		return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(f.brokers...), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...)...)
+		return kgo.NewClient(append(slices.Clone(base), opts...)...)
 	}
 	s, err := jobs.Open(ctx, testkit.Client(t, f.brokers), f.topics, newConsumer)
 	if err != nil {
@@ -694,4 +708,183 @@ func TestWorkerFailsJobsThatCannotRun(t *testing.T) {
 	if runs, _ := ex.counts("job_misfiled"); runs != 0 {
 		t.Errorf("the misfiled job ran")
 	}
+}
+
+// statusRecords reads every record of jobs.status up to its end, transaction markers
+// included, with the given isolation level.
+func (f *jobsFixture) statusRecords(t *testing.T, level kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(testkit.Client(t, f.brokers)).ListEndOffsets(ctx, f.topics.Status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := testkit.Client(t, f.brokers, kgo.ConsumeTopics(f.topics.Status), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(level), kgo.KeepControlRecords(), kgo.FetchMaxWait(100*time.Millisecond))
+	next := map[int32]int64{}
+	behind := func() bool {
+		b := false
+		ends.Each(func(o kadm.ListedOffset) { b = b || next[o.Partition] < o.Offset })
+		return b
+	}
+	var recs []*kgo.Record
+	for behind() {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("jobs.status not read to its end: at %v, end %v", next, ends)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			recs = append(recs, r)
+			next[r.Partition] = r.Offset + 1
+		})
+	}
+	return recs
+}
+
+// terminalRecords are the records of jobs.status that end job id.
+func terminalRecords(t *testing.T, recs []*kgo.Record, id string) []*kgo.Record {
+	t.Helper()
+	var out []*kgo.Record
+	for _, r := range recs {
+		if r.Attrs.IsControl() || string(r.Key) != id {
+			continue
+		}
+		var st jobs.Status
+		if err := json.Unmarshal(r.Value, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Terminal() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func exactlyOnce(c *processors.WorkerConfig) { c.ExactlyOnce = true }
+
+// An exactly-once worker writes each job's terminal status in the transaction that
+// commits the job's offset: the status records are transactional (the running ones
+// are not), a read_committed view sees them, and the offsets move with them.
+func TestExactlyOnceWorkerEndsJobsInTransactions(t *testing.T) {
+	f := newJobsFixtureWith(t, true)
+	ex := newExecutions()
+	w := f.startWorker(t, map[jobs.Type]jobs.Executor{jobs.Detect: sleeper(ex, 10*time.Millisecond)}, exactlyOnce)
+	var ids []string
+	for range 4 {
+		ids = append(ids, f.submit(t, jobs.Job{Type: jobs.Detect, Input: jobs.Input{Rows: rowsOf(3)}}).ID)
+	}
+	for _, id := range ids {
+		end := f.waitEnd(t, id, 20*time.Second)
+		if end.State != jobs.Succeeded || end.Worker != w.w.ID() || end.Attempt != 1 || end.Result == nil || end.Result.Rows != 3 {
+			t.Fatalf("end status %+v", end)
+		}
+		if runs, ok := ex.counts(id); runs != 1 || ok != 1 {
+			t.Errorf("job %s: runs %d, succeeded %d", id, runs, ok)
+		}
+	}
+	f.waitCommitted(t, f.topics.Detect, 4, 10*time.Second)
+	t.Logf("transactions: %v committed, %v aborted, %v failed",
+		metricValue(t, w.reg, "gonomaly_worker_transactions_total", "result", "committed"),
+		metricValue(t, w.reg, "gonomaly_worker_transactions_total", "result", "aborted"),
+		metricValue(t, w.reg, "gonomaly_worker_transactions_total", "result", "failed"))
+
+	recs := f.statusRecords(t, kgo.ReadUncommitted())
+	markers := 0
+	for _, r := range recs {
+		if r.Attrs.IsControl() {
+			markers++
+			continue
+		}
+		var st jobs.Status
+		if err := json.Unmarshal(r.Value, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.State.Terminal() != r.Attrs.IsTransactional() {
+			t.Errorf("job %s: a %s status, transactional %v", st.ID, st.State, r.Attrs.IsTransactional())
+		}
+	}
+	if markers < 4 {
+		t.Errorf("%d transaction markers on jobs.status, want at least 4", markers)
+	}
+	committed := f.statusRecords(t, kgo.ReadCommitted())
+	for _, id := range ids {
+		if n := len(terminalRecords(t, committed, id)); n != 1 {
+			t.Errorf("job %s: %d terminal statuses read committed, want 1", id, n)
+		}
+	}
+}
+
+// An exactly-once worker killed mid-job commits nothing and writes no outcome;
+// another takes the job over (its worker left the group), counts the lost attempt,
+// and ends it once.
+func TestExactlyOnceKilledWorkersJobIsFinishedOnceByAnother(t *testing.T) {
+	f := newJobsFixtureWith(t, true)
+	ex := newExecutions()
+	execs := map[jobs.Type]jobs.Executor{jobs.Detect: sleeper(ex, 25*time.Millisecond)}
+	first := f.startWorker(t, execs, exactlyOnce)
+	st := f.submit(t, jobs.Job{Type: jobs.Detect, Input: jobs.Input{Rows: rowsOf(40)}}) // 1 s
+	f.waitStatus(t, st.ID, 20*time.Second, "running on the first worker", func(s jobs.Status) bool {
+		return s.State == jobs.Running && s.Worker == first.w.ID() && s.Progress > 0
+	})
+	processors.KillWorker(first.w)
+	first.stop()
+	if got := f.committed(t, f.topics.Detect); got != 0 {
+		t.Fatalf("the killed worker committed %d", got)
+	}
+	if now, _ := f.api.Statuses.Get(st.ID); now.State != jobs.Running {
+		t.Fatalf("the killed worker wrote %+v", now)
+	}
+
+	second := f.startWorker(t, execs, exactlyOnce)
+	end := f.waitEnd(t, st.ID, 30*time.Second)
+	if end.State != jobs.Succeeded || end.Worker != second.w.ID() || end.Attempt != 2 {
+		t.Fatalf("end status %+v", end)
+	}
+	f.waitCommitted(t, f.topics.Detect, 1, 10*time.Second)
+	if runs, ok := ex.counts(st.ID); runs != 2 || ok != 1 {
+		t.Fatalf("runs %d, completed %d: want 2 runs, 1 completion", runs, ok)
+	}
+	if n := len(terminalRecords(t, f.statusRecords(t, kgo.ReadCommitted()), st.ID)); n != 1 {
+		t.Fatalf("%d terminal statuses, want 1", n)
+	}
+}
+
+// Two exactly-once workers, the second joining while jobs run: the rebalance aborts a
+// transaction or two (their statuses are written without one), yet every job runs
+// once, ends once, and every offset is committed.
+func TestExactlyOnceWorkersShareTheJobsAcrossARebalance(t *testing.T) {
+	f := newJobsFixtureWith(t, true)
+	ex := newExecutions()
+	execs := map[jobs.Type]jobs.Executor{jobs.Detect: sleeper(ex, 20*time.Millisecond)}
+	one := f.startWorker(t, execs, func(c *processors.WorkerConfig) { c.ExactlyOnce, c.Concurrency = true, 1 })
+	var ids []string
+	for range 10 {
+		ids = append(ids, f.submit(t, jobs.Job{Type: jobs.Detect, Input: jobs.Input{Rows: rowsOf(5)}}).ID)
+	}
+	f.waitEnd(t, ids[0], 20*time.Second)
+	two := f.startWorker(t, execs, func(c *processors.WorkerConfig) { c.ExactlyOnce, c.Concurrency = true, 1 })
+	by := map[string]int{}
+	for _, id := range ids {
+		end := f.waitEnd(t, id, 30*time.Second)
+		if end.State != jobs.Succeeded {
+			t.Fatalf("job %s: %+v", id, end)
+		}
+		by[end.Worker]++
+		if runs, _ := ex.counts(id); runs != 1 {
+			t.Errorf("job %s ran %d times", id, runs)
+		}
+	}
+	f.waitCommitted(t, f.topics.Detect, 10, 15*time.Second)
+	committed := f.statusRecords(t, kgo.ReadCommitted())
+	for _, id := range ids {
+		if n := len(terminalRecords(t, committed, id)); n != 1 {
+			t.Errorf("job %s: %d terminal statuses, want 1", id, n)
+		}
+	}
+	t.Logf("jobs per worker: %v; transactions one: %v committed, %v aborted; two: %v committed, %v aborted", by,
+		metricValue(t, one.reg, "gonomaly_worker_transactions_total", "result", "committed"),
+		metricValue(t, one.reg, "gonomaly_worker_transactions_total", "result", "aborted"),
+		metricValue(t, two.reg, "gonomaly_worker_transactions_total", "result", "committed"),
+		metricValue(t, two.reg, "gonomaly_worker_transactions_total", "result", "aborted"))
 }

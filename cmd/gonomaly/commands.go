@@ -107,7 +107,7 @@ func cmdRun(ctx context.Context, args []string, env *environment) error {
 	workers := fs.Int("workers", runtime.NumCPU(), "jobs run at once by the in-process job worker")
 	var af accessFlags
 	af.register(fs)
-	exactlyOnce := fs.Bool("exactly-once", false, "run the stages in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
+	exactlyOnce := fs.Bool("exactly-once", false, "run the stages (and run's job worker) in Kafka transactions: no lost and no doubled outputs (needs a broker with transactions)")
 	var sinkURIs stringList
 	fs.Var(&sinkURIs, "sink", "extra sink of anomaly events (jsonl:PATH); repeatable")
 	var asf autoscaleFlags

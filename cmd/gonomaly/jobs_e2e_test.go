@@ -73,8 +73,8 @@ func longJob(ds jobs.Dataset) jobs.Job {
 	return jobs.Job{Type: jobs.Detect, Algorithm: "iforest", Params: detectors.Params{"trees": 4000}, Input: jobs.Input{Dataset: ds.ID}}
 }
 
-// TestJobsAcrossProcesses: upload an ODDS dataset, detect with Isolation Forest through a
-// worker, check the stored results' ROC-AUC against the file's labels; kill the worker
+// TestJobsAcrossProcesses: upload an ODDS dataset, detect with Isolation Forest through an
+// exactly-once worker, check the stored results' ROC-AUC against the file's labels; kill the worker
 // running a long job and see the other finish it exactly once; cancel a long job; restart
 // the API and see every status again.
 func TestJobsAcrossProcesses(t *testing.T) {
@@ -90,7 +90,9 @@ func TestJobsAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	workers := map[string]*process{"w1": startWorker(t, brokerAddr, "w1"), "w2": startWorker(t, brokerAddr, "w2")}
+	// Exactly-once workers: a job's terminal status and its offset commit in one
+	// transaction (the default mode is covered by processors' worker tests).
+	workers := map[string]*process{"w1": startWorker(t, brokerAddr, "w1", "--exactly-once"), "w2": startWorker(t, brokerAddr, "w2", "--exactly-once")}
 
 	// Detect on an uploaded dataset; the results match the labels as PyOD's figures say.
 	ds, err := c.UploadDataset(ctx, bytes.NewReader(raw), "csv", "cardio")
@@ -212,7 +214,10 @@ func countKeyed(t *testing.T, brokerAddr, topic, key string, match func(jobs.Sta
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	// Read committed, as every view does; control records (transaction markers) are kept
+	// only so that a marker at a partition's end is reached.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +240,7 @@ func countKeyed(t *testing.T, brokerAddr, topic, key string, match func(jobs.Sta
 		}
 		f.EachRecord(func(r *kgo.Record) {
 			var st jobs.Status
-			if string(r.Key) == key && json.Unmarshal(r.Value, &st) == nil && match(st) {
+			if !r.Attrs.IsControl() && string(r.Key) == key && json.Unmarshal(r.Value, &st) == nil && match(st) {
 				n++
 			}
 			if r.Offset+1 >= left[r.Partition] {

@@ -27,6 +27,7 @@ func cmdWorker(ctx context.Context, args []string, env *environment) error {
 	id := fs.String("worker-id", "", "this worker's name in job statuses (default host-pid-random)")
 	metricsAddr := fs.String("metrics-addr", "", "serve /metrics, /healthz, /debug/pprof here")
 	createTopics := fs.Bool("create-topics", true, "create missing topics at start")
+	exactlyOnce := fs.Bool("exactly-once", false, "end each job in a Kafka transaction: its terminal status and its offset commit are written together (needs a broker with transactions); the transactional id derives from --worker-id")
 	sessionTimeout := fs.Duration("session-timeout", 45*time.Second, "how long the group waits for a worker that stopped heartbeating (killed, partitioned) before its jobs go to another; brokers allow 6s (group.min.session.timeout.ms) to 30m")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -73,7 +74,7 @@ func cmdWorker(ctx context.Context, args []string, env *environment) error {
 			kgo.SessionTimeout(*sessionTimeout), kgo.HeartbeatInterval(*sessionTimeout / 3),
 			telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace),
 		},
-		Concurrency: *concurrency, ID: *id, Registerer: reg, Logger: env.log,
+		Concurrency: *concurrency, ID: *id, ExactlyOnce: *exactlyOnce, Registerer: reg, Logger: env.log,
 	})
 	if err != nil {
 		return err

@@ -238,8 +238,8 @@ type RunConfig struct {
 	RateBurst int
 	Demo      *producers.SyntheticConfig
 	DemoRate  float64
-	// ExactlyOnce runs the stages in Kafka transactions; the sinks read committed
-	// records either way.
+	// ExactlyOnce runs the stages in Kafka transactions, and the job worker ends its
+	// jobs in transactions; the sinks read committed records either way.
 	ExactlyOnce bool
 	// Autoscale sizes each stage's group on its lag (--autoscale); nil: one member each.
 	Autoscale *AutoscaleConfig
@@ -405,7 +405,7 @@ func startJobs(ctx context.Context, cfg RunConfig, c cluster.Config, topics proc
 		Store: store, Executors: processors.JobExecutors(), Group: processors.WorkerGroup(c.Prefix),
 		ClientOpts: []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID + "-worker"),
 			telemetry.KafkaMetrics(reg, telemetry.KafkaNamespace)},
-		Concurrency: cfg.Workers, Registerer: reg, Logger: log,
+		Concurrency: cfg.Workers, ExactlyOnce: cfg.ExactlyOnce, Registerer: reg, Logger: log,
 	})
 	if err != nil {
 		closeAll()
