@@ -102,6 +102,23 @@ func (p *pipeline) stop(proc *process, what string) {
 	p.ended[proc] = true
 }
 
+// requireStagesRunning fails the test if a stage process the test did not end has exited.
+func (p *pipeline) requireStagesRunning(when string) {
+	p.t.Helper()
+	for _, s := range []string{"preprocess", "detect", "ensemble"} {
+		for _, proc := range p.stages[s] {
+			if p.ended[proc] {
+				continue
+			}
+			select {
+			case err := <-proc.done:
+				p.t.Fatalf("%s exited %s: %v\n%s", s, when, err, proc.stderr.String())
+			default:
+			}
+		}
+	}
+}
+
 // produce publishes the test's records; rate > 0 spreads them over time so that the
 // disturbances land mid-stream.
 func (p *pipeline) produce(n int, rate float64) *process {
@@ -462,15 +479,7 @@ func TestEOSBrokerUnreachable(t *testing.T) {
 	}
 	t.Logf("broker unreachable for %s at %d committed offsets", brokerUnreachable, at)
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
-	for _, s := range []string{"preprocess", "detect", "ensemble"} {
-		for _, proc := range p.stages[s] {
-			select {
-			case err := <-proc.done:
-				t.Fatalf("%s exited while the broker was unreachable: %v\n%s", s, err, proc.stderr.String())
-			default:
-			}
-		}
-	}
+	p.requireStagesRunning("while the broker was unreachable")
 	results, anomalies := p.finish(n, producer)
 	p.logRestores(t)
 	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
@@ -513,15 +522,7 @@ func TestEOSBrokerKilled(t *testing.T) {
 	}
 	t.Logf("broker killed and restarted at %d committed offsets, down %s", p.progress(), time.Since(down).Round(time.Millisecond))
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
-	for _, s := range []string{"preprocess", "detect", "ensemble"} {
-		for _, proc := range p.stages[s] {
-			select {
-			case err := <-proc.done:
-				t.Fatalf("%s exited after the broker restart: %v", s, err)
-			default:
-			}
-		}
-	}
+	p.requireStagesRunning("after the broker restart")
 	results, anomalies := p.finish(n, producer)
 	p.logRestores(t)
 	for _, s := range []string{"preprocess", "detect", "ensemble"} {
