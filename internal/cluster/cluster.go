@@ -245,6 +245,16 @@ type PartitionLag struct {
 func GroupLag(ctx context.Context, cl *kgo.Client, group string, topics ...string) ([]PartitionLag, error) {
 	adm := kadm.NewClient(cl)
 	committed, err := adm.FetchOffsets(ctx, group)
+	// A broker that has just started answers COORDINATOR_NOT_AVAILABLE (or LOAD_IN_PROGRESS)
+	// until its offsets topic is ready: retriable, so wait a little, within ctx.
+	for wait := 100 * time.Millisecond; kerr.IsRetriable(err) && wait <= 3*time.Second; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fetch offsets of group %s: %w (then %w)", group, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		committed, err = adm.FetchOffsets(ctx, group)
+	}
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		committed, err = kadm.OffsetResponses{}, nil // a group that never committed
 	}
