@@ -52,7 +52,7 @@ func (e *EWMA) ScoreLearn(series string, x, contrib []float64) float64 {
 		st = make([]float64, 3*len(x))
 		e.series[strings.Clone(series)] = st // clone: do not pin the caller's message buffer
 	}
-	score, sum, ready := 0.0, 0.0, false
+	var fs featureScores
 	for f, v := range x {
 		s := st[3*f : 3*f+3 : 3*f+3]
 		zf := 0.0
@@ -61,7 +61,7 @@ func (e *EWMA) ScoreLearn(series string, x, contrib []float64) float64 {
 			if n >= e.minSamples {
 				sd := max(math.Sqrt(variance), madFloorRel*(math.Abs(mean)+1))
 				zf = min(math.Abs(v-mean)/sd, scoreCap)
-				ready = true
+				fs.ready = true
 			}
 			// Until 1/alpha values are in, weigh them equally (a = 1/n): the estimates are
 			// then the exact mean and population variance, instead of starting at the first
@@ -73,19 +73,9 @@ func (e *EWMA) ScoreLearn(series string, x, contrib []float64) float64 {
 			variance = (1 - a) * (variance + a*d*d)
 			s[0], s[1], s[2] = n, mean, variance
 		}
-		if contrib != nil {
-			contrib[f] = zf * zf
-		}
-		sum += zf * zf
-		score = max(score, zf)
+		fs.add(contrib, f, zf, zf*zf)
 	}
-	if contrib != nil {
-		normalizeShares(contrib[:len(x)], sum)
-	}
-	if !ready {
-		return math.NaN() // warming up: no judgement, not "normal"
-	}
-	return score
+	return fs.result(contrib, len(x))
 }
 
 // Len is the number of series held.

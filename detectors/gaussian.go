@@ -139,30 +139,20 @@ func (g *WindowedGaussian) ScoreLearn(series string, x, contrib []float64) float
 	if st == nil || len(st.wins) != len(x) {
 		st = g.newState(series, len(x))
 	}
-	score, sum, ready := 0.0, 0.0, false
+	var fs featureScores
 	for f, v := range x {
 		w := &st.wins[f]
 		zf := 0.0
 		if finite(v) {
 			if w.n >= g.minSamples {
 				zf = w.z(v)
-				ready = true
+				fs.ready = true
 			}
 			w.add(v)
 		}
-		if contrib != nil {
-			contrib[f] = zf
-		}
-		sum += zf
-		score = max(score, zf)
+		fs.add(contrib, f, zf, zf)
 	}
-	if contrib != nil {
-		normalizeShares(contrib[:len(x)], sum)
-	}
-	if !ready {
-		return math.NaN() // warming up: no judgement, not "normal"
-	}
-	return score
+	return fs.result(contrib, len(x))
 }
 
 func (g *WindowedGaussian) newState(series string, width int) *gaussianState {

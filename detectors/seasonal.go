@@ -171,7 +171,7 @@ func (s *Seasonal) scoreLearn(st *seasonalState, tsMillis int64, x, contrib []fl
 	st.lastMs = tsMillis
 	day, week := s.binsAt(tsMillis)
 	minN := uint32(s.cfg.MinSamples)
-	score, sum, ready := 0.0, 0.0, false
+	var fs featureScores
 	for f, v := range x {
 		bins := st.bins[f*s.nb : (f+1)*s.nb : (f+1)*s.nb]
 		zf := 0.0
@@ -187,7 +187,7 @@ func (s *Seasonal) scoreLearn(st *seasonalState, tsMillis int64, x, contrib []fl
 			if judge.n >= minN {
 				sd := seasonalSDScale * max(judge.spread, madFloorRel*(math.Abs(judge.level)+1))
 				zf = min(math.Abs(v-judge.level)/sd, scoreCap)
-				ready = true
+				fs.ready = true
 			}
 			s.learn(&bins[0], v)
 			s.learn(&bins[day], v)
@@ -195,19 +195,9 @@ func (s *Seasonal) scoreLearn(st *seasonalState, tsMillis int64, x, contrib []fl
 				s.learn(&bins[week], v)
 			}
 		}
-		if contrib != nil {
-			contrib[f] = zf
-		}
-		sum += zf
-		score = max(score, zf)
+		fs.add(contrib, f, zf, zf)
 	}
-	if contrib != nil {
-		normalizeShares(contrib[:len(x)], sum)
-	}
-	if !ready {
-		return math.NaN() // warming up: no judgement, not "normal"
-	}
-	return score
+	return fs.result(contrib, len(x))
 }
 
 // learn moves a bin towards v. Its first min_samples visits are plain running means of the

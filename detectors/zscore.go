@@ -56,30 +56,20 @@ func (z *RobustZScore) ScoreLearn(series string, x, contrib []float64) float64 {
 	if st == nil || len(st.wins) != len(x) {
 		st = z.newState(series, len(x))
 	}
-	score, sum, ready := 0.0, 0.0, false
+	var fs featureScores
 	for f, v := range x {
 		w := &st.wins[f]
 		zf := 0.0
 		if finite(v) {
 			if w.Len() >= z.minSamples {
 				zf = min(math.Abs(w.RobustZ(v)), scoreCap)
-				ready = true
+				fs.ready = true
 			}
 			w.Add(v)
 		}
-		if contrib != nil {
-			contrib[f] = zf
-		}
-		sum += zf
-		score = max(score, zf)
+		fs.add(contrib, f, zf, zf)
 	}
-	if contrib != nil {
-		normalizeShares(contrib[:len(x)], sum)
-	}
-	if !ready {
-		return math.NaN() // warming up: no judgement, not "normal"
-	}
-	return score
+	return fs.result(contrib, len(x))
 }
 
 func (z *RobustZScore) newState(series string, width int) *zscoreState {
