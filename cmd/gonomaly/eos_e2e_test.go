@@ -102,6 +102,26 @@ func (p *pipeline) stop(proc *process, what string) {
 	p.ended[proc] = true
 }
 
+// restartBroker starts the broker again on its address with its data dir.
+func (p *pipeline) restartBroker(dataDir string) {
+	p.t.Helper()
+	var addr string
+	p.broker, addr = startBroker(p.t, "--data-dir", dataDir, "--listen", p.addr)
+	if addr != p.addr {
+		p.t.Fatalf("restarted broker listens on %s, want %s", addr, p.addr)
+	}
+}
+
+// finishAndCheck ends a test: a result for every input record, the stages stopped, and
+// the exactly-once check against an uninterrupted run over the same input.
+func (p *pipeline) finishAndCheck(n int, producer *process, begin time.Time) {
+	p.t.Helper()
+	results, anomalies := p.finish(n, producer)
+	p.logRestores(p.t)
+	p.t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
+	checkExactlyOnce(p.t, n, results, anomalies, uninterruptedRun(p.t, n))
+}
+
 // requireStagesRunning fails the test if a stage process the test did not end has exited.
 func (p *pipeline) requireStagesRunning(when string) {
 	p.t.Helper()
@@ -390,10 +410,7 @@ func TestEOSDetectKilled(t *testing.T) {
 		t.Logf("killed detect at %d committed offsets of about %d (seed %d)", at, n, seed)
 		p.startStage("detect")
 	}
-	results, anomalies := p.finish(n, producer)
-	p.logRestores(t)
-	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
-	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+	p.finishAndCheck(n, producer, begin)
 }
 
 // TestEOSDetectScaled scales detect from one process to three and back to one
@@ -421,10 +438,7 @@ func TestEOSDetectScaled(t *testing.T) {
 		p.stop(a, "detect")
 	}
 	t.Logf("1 detect process at %d committed offsets", p.progress())
-	results, anomalies := p.finish(n, producer)
-	p.logRestores(t)
-	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
-	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+	p.finishAndCheck(n, producer, begin)
 }
 
 // TestEOSBrokerRestarted stops the broker process with SIGTERM mid-stream and starts it
@@ -442,17 +456,10 @@ func TestEOSBrokerRestarted(t *testing.T) {
 		t.Fatalf("broker exited with %v after SIGTERM", err)
 	}
 	down := time.Now()
-	var addr string
-	p.broker, addr = startBroker(t, "--data-dir", dataDir, "--listen", p.addr)
-	if addr != p.addr {
-		t.Fatalf("restarted broker listens on %s, want %s", addr, p.addr)
-	}
+	p.restartBroker(dataDir)
 	t.Logf("broker restarted at %d committed offsets, down %s", p.progress(), time.Since(down).Round(time.Millisecond))
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
-	results, anomalies := p.finish(n, producer)
-	p.logRestores(t)
-	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
-	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+	p.finishAndCheck(n, producer, begin)
 }
 
 // TestEOSBrokerUnreachable freezes the broker process (SIGSTOP) for 30 s mid-stream and
@@ -480,10 +487,7 @@ func TestEOSBrokerUnreachable(t *testing.T) {
 	t.Logf("broker unreachable for %s at %d committed offsets", brokerUnreachable, at)
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
 	p.requireStagesRunning("while the broker was unreachable")
-	results, anomalies := p.finish(n, producer)
-	p.logRestores(t)
-	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
-	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+	p.finishAndCheck(n, producer, begin)
 }
 
 // brokerUnreachable is issue 5's outage: longer than the transaction and session
@@ -515,16 +519,10 @@ func TestEOSBrokerKilled(t *testing.T) {
 	p.broker.cmd.Process.Kill()
 	<-p.broker.done
 	down := time.Now()
-	var addr string
-	p.broker, addr = startBroker(t, "--data-dir", dataDir, "--listen", p.addr)
-	if addr != p.addr {
-		t.Fatalf("restarted broker listens on %s, want %s", addr, p.addr)
-	}
+	p.restartBroker(dataDir)
 	t.Logf("broker killed and restarted at %d committed offsets, down %s", p.progress(), time.Since(down).Round(time.Millisecond))
 	p.waitProgress(int64(n*6/10), eosTimeout(n))
 	p.requireStagesRunning("after the broker restart")
-	results, anomalies := p.finish(n, producer)
-	p.logRestores(t)
 	for _, s := range []string{"preprocess", "detect", "ensemble"} {
 		for _, proc := range p.stages[s] {
 			if c := strings.Count(proc.stderr.String(), "rebuilding the session"); c > 0 {
@@ -532,8 +530,7 @@ func TestEOSBrokerKilled(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("pipeline done in %s", time.Since(begin).Round(time.Millisecond))
-	checkExactlyOnce(t, n, results, anomalies, uninterruptedRun(t, n))
+	p.finishAndCheck(n, producer, begin)
 }
 
 // streamRate spreads n records over about 8 s, at most 30,000 a second (about what the
